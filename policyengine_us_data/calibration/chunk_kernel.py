@@ -1,0 +1,207 @@
+"""The pure per-chunk kernel: (chunk plan, shared build state) -> one shard.
+
+The kernel knows arrays; the dispatcher knows where it runs. Its inputs are a small plan and the
+path of the read-only build state, so the same function runs in-process, in a forked worker and
+inside a Modal container. Each (variable, domain, reform) value vector is computed once per
+chunk, then every row of that group picks the columns inside its geography (a vectorised join on
+the column's state or district), so 436 district rows cost one value vector, not 436.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from policyengine_us_data.calibration.build_state import BuildInputs, load_build_state
+from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
+from policyengine_us_data.calibration.constraints import RowGroup, any_member, person_mask, sum_to_household
+from policyengine_us_data.calibration.entity_clone import materialise_columns
+from policyengine_us_data.calibration.shards import write_shard
+from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest, Simulator, get_simulator
+from policyengine_us_data.datasets.household_data import HouseholdData
+
+NATIONAL, STATE, DISTRICT = 0, 1, 2
+
+
+@dataclass
+class ChunkEntries:
+    """The non-zero cells of one column range, plus what it took to compute them."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+    households: int
+    persons: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def is_count_variable(variable: str) -> bool:
+    """`person_count`, `household_count`, `tax_unit_count`, ...: counted from structure, not simulated."""
+    return variable.endswith("_count")
+
+
+def simulation_request(inputs: BuildInputs, simulator: Simulator) -> SimulationRequest:
+    """What to simulate for this build's target rows."""
+    cache = inputs.cache
+    targets = tuple(
+        sorted({g.variable for g in cache.groups if g.reform_id == 0 and not is_count_variable(g.variable)})
+    )
+    return SimulationRequest(
+        target_variables=targets,
+        person_variables=tuple(sorted(cache.constraint_variables)),
+        reform_variables=tuple(sorted(cache.reform_variables)),
+    )
+
+
+def _entity_indices(data: HouseholdData, entity: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(person -> entity position, entity -> household position, number of entities)."""
+    if entity == "household":
+        n = data.n_households
+        return data.person_entity_index("household"), np.arange(n), n
+    return data.person_entity_index(entity), data.entity_household_index(entity), data.n_entities(entity)
+
+
+def household_values(
+    group: RowGroup, data: HouseholdData, out: SimulationOutput, simulator: Simulator
+) -> np.ndarray:
+    """The group's value per household, following the cell rules of domain.md."""
+    pmask = person_mask(out.per_person, group.domain, data.n_persons)
+    person_hh = data.person_entity_index("household")
+    if group.reform_id > 0:
+        entity = "tax_unit"
+        values = out.income_tax[group.variable].astype(np.float64) - out.income_tax[""].astype(np.float64)
+    else:
+        entity = simulator.entity_of(group.variable)
+        values = None if is_count_variable(group.variable) else out.own_entity[group.variable].astype(np.float64)
+    if entity == "person":
+        weights = pmask.astype(np.float64) if values is None else values * pmask
+        return sum_to_household(weights, person_hh, data.n_households)
+    person_entity, entity_hh, n_entities = _entity_indices(data, entity)
+    qualifies = any_member(pmask, person_entity, n_entities)
+    weights = qualifies.astype(np.float64) if values is None else values * qualifies
+    return sum_to_household(weights, entity_hh, data.n_households)
+
+
+def _column_geo_ids(inputs: BuildInputs, col_start: int, col_end: int) -> dict[int, np.ndarray]:
+    geography = inputs.geography
+    n = col_end - col_start
+    return {
+        NATIONAL: np.zeros(n, dtype=np.int64),
+        STATE: geography.state_fips[col_start:col_end].astype(np.int64),
+        DISTRICT: geography.cd_geoid[col_start:col_end].astype(np.int64),
+    }
+
+
+def group_entries(
+    group: RowGroup, values: np.ndarray, cache, column_geo: dict[int, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, local column, value) for every row of the group and every column in its geography."""
+    nonzero = np.flatnonzero(values)
+    rows_out, cols_out = [], []
+    for level in (NATIONAL, STATE, DISTRICT):
+        level_rows = group.rows[cache.geo_level[group.rows] == level]
+        if len(level_rows) == 0 or len(nonzero) == 0:
+            continue
+        ids = cache.geo_id[level_rows].astype(np.int64)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        col_ids = column_geo[level][nonzero]
+        left = np.searchsorted(sorted_ids, col_ids, "left")
+        counts = np.searchsorted(sorted_ids, col_ids, "right") - left
+        local = np.repeat(nonzero, counts)
+        starts = np.repeat(left, counts)
+        offsets = np.arange(len(local)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows_out.append(level_rows[order][starts + offsets])
+        cols_out.append(local)
+    if not rows_out:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    rows = np.concatenate(rows_out).astype(np.int64)
+    cols = np.concatenate(cols_out).astype(np.int64)
+    return rows, cols, values[cols]
+
+
+def compute_entries(
+    inputs: BuildInputs, col_start: int, col_end: int, simulator: Simulator | None = None
+) -> ChunkEntries:
+    """Simulate the columns [col_start, col_end) and return their non-zero cells (global columns)."""
+    simulator = simulator or get_simulator(inputs.simulator)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = materialise_columns(
+        inputs.data, inputs.geography, col_start, col_end, rerandomize_takeup=inputs.rerandomize_takeup
+    )
+    timings["materialise"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = simulator.compute(data, simulation_request(inputs, simulator))
+    timings["simulate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    column_geo = _column_geo_ids(inputs, col_start, col_end)
+    parts = [
+        group_entries(g, household_values(g, data, out, simulator), inputs.cache, column_geo)
+        for g in inputs.cache.groups
+    ]
+    rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    cols = np.concatenate([p[1] for p in parts]) + col_start if parts else np.zeros(0, dtype=np.int64)
+    vals = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+    timings["emit"] = time.perf_counter() - t
+    return ChunkEntries(rows, cols, vals, data.n_households, data.n_persons, timings)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_chunk(plan: ChunkPlan, state_dir: str) -> ChunkResult:
+    """Compute one chunk and write its shard atomically; return a small result record."""
+    started = time.time()
+    inputs = load_build_state(state_dir)
+    entries = compute_entries(inputs, plan.col_start, plan.col_end)
+    t = time.perf_counter()
+    header = write_shard(
+        plan.shard_path,
+        entries.rows,
+        entries.cols,
+        entries.vals,
+        chunk_id=plan.chunk_id,
+        col_start=plan.col_start,
+        col_end=plan.col_end,
+        n_rows=inputs.n_rows,
+        n_cols=inputs.n_columns,
+        lineage_signature=plan.lineage_signature,
+    )
+    entries.timings["write"] = time.perf_counter() - t
+    finished = time.time()
+    return ChunkResult(
+        chunk_id=plan.chunk_id,
+        col_start=plan.col_start,
+        col_end=plan.col_end,
+        nnz=int(len(entries.vals)),
+        households=entries.households,
+        persons=entries.persons,
+        seconds=finished - started,
+        peak_rss_mb=peak_rss_mb(),
+        checksum=str(getattr(header, "checksum", "")),
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        started=started,
+        finished=finished,
+        timings=entries.timings,
+    )
+
+
+def warm_up(state_dir: str) -> None:
+    """Load the state and the simulator, and run one tiny simulation, before forking workers.
+
+    Forked workers then share the imported policyengine-us system and its warmed caches
+    copy-on-write instead of each paying the ~40 s import and first-simulation cost.
+    """
+    inputs = load_build_state(state_dir)
+    n = min(inputs.n_columns, 2)
+    if n:
+        compute_entries(inputs, 0, n)

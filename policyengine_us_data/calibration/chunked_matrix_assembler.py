@@ -1,0 +1,215 @@
+"""ChunkedMatrixAssembler: partition, resume, dispatch, progress, assembly.
+
+The coordinator of a chunked build. It knows which chunks exist and which are good, hands the
+rest to a `ChunkDispatcher` (in-process, a local pool, or Modal: it cannot tell which), records
+every finished chunk in the manifest as it arrives, and streams the shards into the final CSR.
+A chunk is skipped on resume only when its shard passes verification and carries this build's
+lineage; everything else is recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from policyengine_us_data.calibration import chunk_kernel, constraints, entity_clone, simulator, takeup
+from policyengine_us_data.calibration.build_state import read_state_meta
+from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult, partition_columns
+from policyengine_us_data.calibration.csr_stream import assemble_csr, assemble_csr_out_of_core
+from policyengine_us_data.calibration.lineage import ChunkManifest, build_lineage, lineage_signature, source_hash
+from policyengine_us_data.calibration.shards import shard_path, verify_shard
+from policyengine_us_data.errors import ArtifactError, InputError, ManifestError
+
+LOG = logging.getLogger(__name__)
+MANIFEST_FILE = "chunk_manifest.json"
+KERNEL_MODULES = (chunk_kernel, constraints, entity_clone, simulator, takeup)
+
+
+class ChunkBuildError(RuntimeError):
+    """Some chunks still failed after their retries; finished shards are kept for a resume."""
+
+    def __init__(self, failures: list) -> None:
+        self.failures = failures
+        ids = ", ".join(str(f.chunk_id) for f in failures)
+        first = failures[0]
+        super().__init__(
+            f"{len(failures)} chunk(s) failed after retries: {ids}. First error (chunk {first.chunk_id}): "
+            f"{first.error}. Finished chunks are kept; rerun to resume."
+        )
+
+
+@dataclass
+class ResumePlan:
+    """Which chunks must run, which are already good, and why each one runs."""
+
+    todo: list[ChunkPlan]
+    done: list[ChunkPlan]
+    reasons: dict[int, str] = field(default_factory=dict)
+
+
+def kernel_version() -> str:
+    """Hash of the kernel's source: a code change invalidates existing shards."""
+    return source_hash(*KERNEL_MODULES)
+
+
+class ChunkedMatrixAssembler:
+    """Coordinates one chunked build of the matrix described by a build-state directory."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike,
+        chunk_dir: str | os.PathLike,
+        *,
+        chunk_size: int = 25_000,
+        dispatcher=None,
+        resume: bool = True,
+        deep_verify: bool = True,
+        progress: bool = True,
+        on_result: Callable[[ChunkResult], None] | None = None,
+    ) -> None:
+        if int(chunk_size) <= 0:
+            raise InputError(f"chunk size must be a positive integer, got {chunk_size}: pass --chunk-size N with N >= 1")
+        self.state_dir = Path(state_dir)
+        self.chunk_dir = Path(chunk_dir)
+        self.chunk_size = int(chunk_size)
+        self.meta = read_state_meta(self.state_dir)
+        self.dispatcher = dispatcher
+        self.resume = resume
+        self.deep_verify = deep_verify
+        self.progress = progress
+        self.on_result = on_result
+        self.lineage = self._lineage()
+        self.signature = lineage_signature(self.lineage)
+        self.report = None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.meta["n_rows"])
+
+    @property
+    def n_columns(self) -> int:
+        return int(self.meta["n_columns"])
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.chunk_dir / MANIFEST_FILE
+
+    def _lineage(self) -> dict:
+        meta = self.meta
+        return build_lineage(
+            dataset_sha256=meta["dataset_sha256"],
+            targets_fingerprint=meta["targets_fingerprint"],
+            constraints_fingerprint=meta["constraints_fingerprint"],
+            geography_sha256=meta["geography_sha256"],
+            year=meta["year"],
+            n_records=meta["n_records"],
+            n_clones=meta["n_clones"],
+            chunk_size=self.chunk_size,
+            rerandomize_takeup=meta["rerandomize_takeup"],
+            kernel_version=kernel_version(),
+            extra={"simulator": meta["simulator"]},
+        )
+
+    def plans(self) -> list[ChunkPlan]:
+        """Contiguous chunks over every column; the last one may be partial."""
+        return [
+            ChunkPlan(cid, start, end, str(shard_path(self.chunk_dir, cid)), self.signature)
+            for cid, start, end in partition_columns(self.n_columns, self.chunk_size)
+        ]
+
+    def open_manifest(self) -> ChunkManifest:
+        """The manifest for this lineage: refuses stale shards on resume, starts fresh otherwise."""
+        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        if self.manifest_path.exists():
+            try:
+                manifest = ChunkManifest.load(self.manifest_path)
+            except ManifestError as exc:
+                LOG.warning("chunk manifest unreadable (%s); shards will be verified one by one", exc)
+                return ChunkManifest.create(self.manifest_path, self.lineage)
+            if self.resume:
+                manifest.check_lineage(self.lineage)
+                return manifest
+            self.remove_shards()
+        return ChunkManifest.create(self.manifest_path, self.lineage)
+
+    def classify(self) -> ResumePlan:
+        """Split the plans into chunks to (re)compute and chunks whose shards are good."""
+        plan = ResumePlan(todo=[], done=[])
+        for chunk in self.plans():
+            reason = self._why_recompute(chunk) if self.resume else "resume disabled"
+            if reason is None:
+                plan.done.append(chunk)
+            else:
+                plan.todo.append(chunk)
+                plan.reasons[chunk.chunk_id] = reason
+        return plan
+
+    def _why_recompute(self, chunk: ChunkPlan) -> str | None:
+        if not Path(chunk.shard_path).exists():
+            return "missing"
+        try:
+            verify_shard(
+                chunk.shard_path,
+                lineage_signature=self.signature,
+                deep=self.deep_verify,
+                expect_chunk=(chunk.chunk_id, chunk.col_start, chunk.col_end),
+            )
+        except ArtifactError as exc:
+            return exc.defect
+        return None
+
+    def dispatch(self) -> ResumePlan:
+        """Run every chunk that is not already good; raise ChunkBuildError if any still fail."""
+        manifest = self.open_manifest()
+        resume_plan = self.classify()
+        for chunk_id, reason in sorted(resume_plan.reasons.items()):
+            if reason not in ("missing", "resume disabled"):
+                LOG.warning("chunk %d will be recomputed: %s", chunk_id, reason)
+        if resume_plan.todo:
+            self._run(resume_plan, manifest)
+        return resume_plan
+
+    def _run(self, resume_plan: ResumePlan, manifest: ChunkManifest) -> None:
+        from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
+        from policyengine_us_data.calibration.progress import ChunkProgress
+
+        dispatcher = self.dispatcher or LocalChunkDispatcher(workers=1)
+        total = len(resume_plan.todo) + len(resume_plan.done)
+        with ChunkProgress(total=total, done=len(resume_plan.done), enabled=self.progress) as bar:
+
+            def record(result: ChunkResult) -> None:
+                manifest.record_result(result)
+                bar.advance(result)
+                if self.on_result:
+                    self.on_result(result)
+
+            self.report = dispatcher.dispatch(resume_plan.todo, str(self.state_dir), on_result=record)
+        if self.report.failures:
+            raise ChunkBuildError(self.report.failures)
+
+    def assemble(self, *, out_of_core: bool = False, out_dir: str | os.PathLike | None = None):
+        """Stream every verified shard into the final CSR (or into arrays on disk)."""
+        paths = [chunk.shard_path for chunk in self.plans()]
+        if out_of_core:
+            target = Path(out_dir or self.chunk_dir / "csr")
+            return assemble_csr_out_of_core(paths, self.n_rows, self.n_columns, target)
+        return assemble_csr(paths, self.n_rows, self.n_columns)
+
+    def build(self, *, out_of_core: bool = False):
+        """Dispatch what is missing, then assemble."""
+        start = time.perf_counter()
+        self.dispatch()
+        matrix = self.assemble(out_of_core=out_of_core)
+        LOG.info("chunked build finished in %.1f s", time.perf_counter() - start)
+        return matrix
+
+    def remove_shards(self) -> None:
+        """Delete this directory's shards and manifest (ours only; other files are left alone)."""
+        for path in self.chunk_dir.glob("chunk_*.npz"):
+            path.unlink()
+        if self.manifest_path.exists():
+            self.manifest_path.unlink()

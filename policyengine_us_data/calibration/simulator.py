@@ -1,0 +1,148 @@
+"""The simulation seam: the kernel asks a simulator for variable arrays and nothing else.
+
+`PolicyEngineSimulator` is the real one (policyengine-us, imported lazily so importing this
+module stays cheap). Tests may register a small deterministic simulator by name; the name is
+stored in the build state, so a worker process or container resolves the same simulator.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from policyengine_us_data.datasets.household_data import HouseholdData
+
+INCOME_TAX = "income_tax"
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """What one chunk needs: target variables on their own entity, constraint variables per
+    person, and the variables whose neutralisation defines a reform row."""
+
+    target_variables: tuple[str, ...]
+    person_variables: tuple[str, ...]
+    reform_variables: tuple[str, ...] = ()
+
+
+@dataclass
+class SimulationOutput:
+    """Arrays from one simulation of one chunk's households."""
+
+    own_entity: dict[str, np.ndarray] = field(default_factory=dict)
+    per_person: dict[str, np.ndarray] = field(default_factory=dict)
+    # reform variable -> income tax per tax unit under that reform; plus the baseline under "".
+    income_tax: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Simulator(Protocol):
+    """Anything that can compute variables for a household dataset."""
+
+    name: str
+
+    def entity_of(self, variable: str) -> str:
+        """The entity key ("person", "tax_unit", "spm_unit", "household", ...) of a variable."""
+
+    def compute(self, data: HouseholdData, request: SimulationRequest) -> SimulationOutput:
+        """Simulate `data` and return the requested arrays."""
+
+
+_REGISTRY: dict[str, Callable[[], Simulator]] = {}
+_INSTANCES: dict[str, Simulator] = {}
+
+
+def register_simulator(name: str, factory: Callable[[], Simulator]) -> None:
+    """Make a simulator available by name (tests register deterministic ones)."""
+    _REGISTRY[name] = factory
+    _INSTANCES.pop(name, None)
+
+
+def get_simulator(name: str = "policyengine") -> Simulator:
+    """The per-process simulator instance for `name` (built once, then reused)."""
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _factory(name)()
+    return _INSTANCES[name]
+
+
+def _factory(name: str) -> Callable[[], Simulator]:
+    """A registered name, or "package.module:Class" so a fresh worker process can import it."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+    raise KeyError(f"unknown simulator {name!r}; known: {sorted(_REGISTRY)} or 'module:Class'")
+
+
+def _as_numeric(values: np.ndarray) -> np.ndarray:
+    """Enum and string results come back as str arrays; numbers and bools stay as they are."""
+    array = np.asarray(values)
+    if array.dtype == object:
+        return array.astype(str)
+    return array
+
+
+class PolicyEngineSimulator:
+    """policyengine-us behind the seam: one Microsimulation per call, plus one per reform."""
+
+    name = "policyengine"
+
+    def __init__(self) -> None:
+        from policyengine_us import CountryTaxBenefitSystem, Microsimulation
+
+        self._microsimulation = Microsimulation
+        self._system = CountryTaxBenefitSystem()
+
+    @property
+    def system(self):
+        return self._system
+
+    def known_variables(self) -> set[str]:
+        return set(self._system.variables)
+
+    def entity_of(self, variable: str) -> str:
+        return self._system.variables[variable].entity.key
+
+    def compute(self, data: HouseholdData, request: SimulationRequest) -> SimulationOutput:
+        from policyengine_us_data.datasets.h5io import write_dataset
+
+        output = SimulationOutput()
+        with tempfile.TemporaryDirectory(prefix="pe-chunk-") as tmp:
+            path = os.path.join(tmp, "chunk.h5")
+            write_dataset(path, data)
+            sim = self._microsimulation(dataset=path)
+            for variable in request.target_variables:
+                output.own_entity[variable] = self._calculate(sim, variable, data.period)
+            for variable in request.person_variables:
+                output.per_person[variable] = self._calculate(sim, variable, data.period, "person")
+            if request.reform_variables:
+                output.income_tax[""] = self._calculate(sim, INCOME_TAX, data.period)
+            for variable in request.reform_variables:
+                reformed = self._microsimulation(dataset=path, reform=_neutraliser(variable))
+                output.income_tax[variable] = self._calculate(reformed, INCOME_TAX, data.period)
+        return output
+
+    @staticmethod
+    def _calculate(sim, variable: str, period: int, map_to: str | None = None) -> np.ndarray:
+        result = sim.calculate(variable, period, map_to=map_to) if map_to else sim.calculate(variable, period)
+        return _as_numeric(getattr(result, "values", result))
+
+
+def _neutraliser(variable: str):
+    """A policyengine-core Reform class that neutralises one variable."""
+    from policyengine_core.reforms import Reform
+
+    class Neutralise(Reform):
+        def apply(self) -> None:
+            self.neutralize_variable(variable)
+
+    Neutralise.__name__ = f"Neutralise_{variable}"
+    return Neutralise
+
+
+register_simulator("policyengine", PolicyEngineSimulator)
