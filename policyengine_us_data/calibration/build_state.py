@@ -1,21 +1,23 @@
 """The shared, read-only build state every chunk reads.
 
-Written once (by the `constraints` step or by `UnifiedMatrixBuilder`) as plain files (HDF5,
+Written once (by the `dispatch` step or by `UnifiedMatrixBuilder`) as plain files (HDF5,
 npz, JSON; never pickle), so it can cross a process pool or a Modal volume unchanged. Workers
 load it once per process and reuse it for every chunk they run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from policyengine_us_data.calibration.constraints import ConstraintCache
 from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.lineage import file_sha256
 from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
 from policyengine_us_data.datasets.household_data import HouseholdData
@@ -27,6 +29,29 @@ DATASET_FILE = "dataset.h5"
 GEOGRAPHY_FILE = "geography.npz"
 TARGETS_FILE = "targets.json"
 FORMAT_VERSION = 1
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray], extra: str = "") -> str:
+    """Content hash of named arrays (names, dtypes, shapes, bytes), independent of file format.
+
+    HDF5 and npz files carry timestamps, so hashing the files would call identical inputs different.
+    """
+    digest = hashlib.sha256(extra.encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def geography_arrays(geography: CloneGeography) -> dict[str, np.ndarray]:
+    return {
+        "state_fips": geography.state_fips,
+        "cd_geoid": geography.cd_geoid,
+        "county_fips": geography.county_fips,
+        "block_geoid": np.asarray(geography.block_geoid).astype(str),
+        "shape": np.array([geography.n_records, geography.n_clones]),
+    }
 
 
 @dataclass(frozen=True)
@@ -92,8 +117,8 @@ def write_build_state(
         "n_rows": len(targets.rows),
         "rerandomize_takeup": bool(rerandomize_takeup),
         "simulator": simulator,
-        "dataset_sha256": file_sha256(root / DATASET_FILE),
-        "geography_sha256": file_sha256(root / GEOGRAPHY_FILE),
+        "dataset_sha256": arrays_sha256(data.arrays, extra=str(data.period)),
+        "geography_sha256": arrays_sha256(geography_arrays(geography)),
         "targets_fingerprint": targets.fingerprint(),
         "constraints_fingerprint": cache.fingerprint(),
     }

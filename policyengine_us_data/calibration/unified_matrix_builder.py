@@ -39,7 +39,9 @@ def targets_frame(table: TargetTable):
     """Upstream returns a pandas DataFrame; build one lazily (pandas is only needed here)."""
     import pandas as pd
 
-    return pd.DataFrame(table.to_records())
+    from policyengine_us_data.outputs.matrix_files import targets_records
+
+    return pd.DataFrame(targets_records(table))
 
 
 def _db_path(db_uri: str | os.PathLike) -> str:

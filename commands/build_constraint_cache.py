@@ -1,0 +1,75 @@
+"""Step `constraints`: select, check, uprate and sort the target rows; build the constraint cache."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+
+from commands.errors import domain_errors
+from commands.layout import RunLayout, write_json
+from policyengine_us_data.calibration.constraints import ConstraintCache
+from policyengine_us_data.calibration.default_targets import default_targets_path
+from policyengine_us_data.calibration.simulator import get_simulator
+from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.calibration.uprating import policyengine_uprating
+from policyengine_us_data.errors import InputError
+from runner import BaseCommand, BuildState
+
+LOG = logging.getLogger(__name__)
+DEFAULT_YEAR = 2024
+
+
+def split_list(text: str | None, cast=str) -> list | None:
+    """"a,b,c" -> [a, b, c]; None stays None (no filter)."""
+    if not text:
+        return None
+    try:
+        return [cast(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise InputError(f"cannot parse the list {text!r}: give comma-separated values") from None
+
+
+class BuildConstraintCache(BaseCommand):
+    """Read the target database and write the sorted targets and their constraint cache."""
+
+    params = ("db", "year", "target_variables", "geo_levels", "target_ids")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--db", default=None, metavar="PATH",
+                            help="target database in upstream's schema (default: the embedded one)")
+        parser.add_argument("--year", type=int, default=DEFAULT_YEAR, help="build year (default %(default)s)")
+        parser.add_argument("--target-variables", default=None, metavar="V1,V2",
+                            help="keep only targets on these variables")
+        parser.add_argument("--geo-levels", default=None, metavar="L1,L2",
+                            help="keep only these geo levels (national, state, district)")
+        parser.add_argument("--target-ids", default=None, metavar="ID1,ID2", help="keep only these target ids")
+
+    def run(self, state: BuildState) -> None:
+        args = self.args
+        layout = RunLayout(state.run_dir)
+        db = args.db or str(default_targets_path())
+        with domain_errors():
+            system = get_simulator("policyengine").system
+            table = load_targets(
+                db,
+                args.year,
+                variables=split_list(args.target_variables),
+                geo_levels=split_list(args.geo_levels),
+                target_ids=split_list(args.target_ids, int),
+                known_variables=set(system.variables),
+                uprating=policyengine_uprating(system),
+            )
+            if not table.rows:
+                raise InputError(f"no active targets selected from {db}: loosen the target filters")
+            table.save_json(layout.targets)
+            cache = ConstraintCache.from_targets(table)
+            cache.save(layout.constraints_dir)
+        levels = Counter(row.geo_level for row in table.rows)
+        write_json(layout.constraints_summary, {
+            "db": db, "year": args.year, "rows": len(table.rows), "rows_by_geo_level": dict(levels),
+            "variables": sorted({row.variable for row in table.rows}), "groups": len(cache.groups),
+        })
+        LOG.info("constraints: %d target rows (%s), %d value groups",
+                 len(table.rows), ", ".join(f"{k} {v}" for k, v in levels.items()), len(cache.groups))

@@ -1,0 +1,118 @@
+"""Step `dispatch` (resumable): write the shared build state and run every chunk's kernel."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from commands.errors import domain_errors
+from commands.layout import RunLayout, write_json
+from policyengine_us_data.calibration.build_state import write_build_state
+from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+from policyengine_us_data.calibration.chunked_matrix_assembler import (
+    ChunkBuildError,
+    ChunkedMatrixAssembler,
+    kernel_version,
+)
+from policyengine_us_data.calibration.geography import CloneGeography
+from policyengine_us_data.calibration.targets import TargetTable
+from policyengine_us_data.datasets.h5io import read_dataset
+from policyengine_us_data.errors import LineageMismatch
+from runner import BaseCommand, BuildState, CommandError
+
+LOG = logging.getLogger(__name__)
+DEFAULT_CHUNK_SIZE = 1_000
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class DispatchChunks(BaseCommand):
+    """Partition the columns into chunks and compute each chunk's shard on the chosen backend."""
+
+    resumable = True
+    params = ("chunk_size", "skip_takeup_rerandomize")
+
+    @classmethod
+    def code_identity(cls) -> str:
+        """This module plus the kernel's own code: editing the kernel makes dispatch stale."""
+        return super().code_identity() + ":" + kernel_version()[:16]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                            help="columns per chunk (production: 25000; default %(default)s)")
+        parser.add_argument("--backend", choices=("local", "modal"), default="local",
+                            help="where chunks run (default %(default)s)")
+        parser.add_argument("--workers", type=int, default=default_workers(),
+                            help="local worker processes (default: the CPU count, %(default)s)")
+        parser.add_argument("--num-matrix-workers", type=int, default=50,
+                            help="Modal containers to fan out to (default %(default)s)")
+        parser.add_argument("--run-id", default=None, help="Modal run id; reuse it to resume on the volume")
+        parser.add_argument("--keep-chunks", action="store_true", help="keep the shards after assembly")
+        parser.add_argument("--skip-takeup-rerandomize", action="store_true",
+                            help="keep the dataset's take-up inputs instead of re-drawing them per clone")
+
+    def dispatcher(self):
+        args = self.args
+        if args.backend == "modal":
+            return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id)
+        return LocalChunkDispatcher(workers=args.workers)
+
+    def run(self, state: BuildState) -> None:
+        args = self.args
+        layout = RunLayout(state.run_dir)
+        with domain_errors():
+            dispatcher = self.dispatcher()
+            meta = write_build_state(
+                layout.state_dir,
+                data=read_dataset(layout.dataset),
+                geography=CloneGeography.load(layout.geography),
+                targets=TargetTable.load_json(layout.targets),
+                year=self._year(layout),
+                rerandomize_takeup=not args.skip_takeup_rerandomize,
+            )
+            assembler = self._assembler(layout, dispatcher)
+            try:
+                resume_plan = assembler.dispatch()
+            except ChunkBuildError as exc:
+                raise CommandError(str(exc)) from None
+        report = assembler.report
+        write_json(layout.dispatch_summary, {
+            "chunk_size": args.chunk_size,
+            "backend": args.backend,
+            "workers": args.workers if args.backend == "local" else args.num_matrix_workers,
+            "chunks": len(resume_plan.todo) + len(resume_plan.done),
+            "computed": len(resume_plan.todo),
+            "reused": len(resume_plan.done),
+            "lineage_signature": assembler.signature,
+            "lineage": assembler.lineage,
+            "n_rows": meta["n_rows"],
+            "n_columns": meta["n_columns"],
+            "wall_seconds": getattr(report, "wall_seconds", 0.0) if report else 0.0,
+            "results": [r.to_json() for r in (report.results if report else [])],
+        })
+        LOG.info("dispatch: %d chunks computed, %d reused", len(resume_plan.todo), len(resume_plan.done))
+
+    @staticmethod
+    def _year(layout: RunLayout) -> int:
+        from commands.layout import read_json
+
+        return int(read_json(layout.constraints_summary)["year"])
+
+    def _assembler(self, layout: RunLayout, dispatcher) -> ChunkedMatrixAssembler:
+        """Resume on top of our own shards; shards of another lineage (changed inputs) are ours to drop."""
+        def make(resume: bool) -> ChunkedMatrixAssembler:
+            return ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=self.args.chunk_size,
+                                          dispatcher=dispatcher, resume=resume)
+        assembler = make(True)
+        try:
+            assembler.open_manifest()
+        except LineageMismatch as exc:
+            LOG.info("starting the chunks afresh: %s", "; ".join(exc.differing))
+            assembler = make(False)
+            assembler.open_manifest()
+            assembler.resume = True
+        return assembler

@@ -1,0 +1,61 @@
+"""Step `verify`: prove every planned shard is present, intact, in range and from this lineage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from commands.errors import domain_errors
+from commands.layout import RunLayout, read_json
+from policyengine_us_data.outputs.report import write_verify_report
+from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
+from runner import BaseCommand, BuildState, CommandError
+
+LOG = logging.getLogger(__name__)
+
+
+def assembler_for(layout: RunLayout, *, deep: bool = True) -> ChunkedMatrixAssembler:
+    """The coordinator of the chunks dispatch made (same state, directory and chunk size)."""
+    summary = read_json(layout.dispatch_summary)
+    return ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=summary["chunk_size"],
+                                  deep_verify=deep, progress=False)
+
+
+class VerifyShards(BaseCommand):
+    """Check every shard; name each damaged chunk and fail so the next dispatch recomputes them."""
+
+    params = ("deep",)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--deep", action="store_true",
+                            help="re-hash every shard's content instead of trusting headers and sizes")
+
+    def run(self, state: BuildState) -> None:
+        layout = RunLayout(state.run_dir)
+        start = time.perf_counter()
+        with domain_errors():
+            assembler = assembler_for(layout, deep=self.args.deep)
+            plan = assembler.classify()
+        by_id = {chunk.chunk_id: chunk for chunk in plan.todo}
+        damaged = [
+            {"chunk_id": cid, "path": by_id[cid].shard_path, "defect": reason}
+            for cid, reason in sorted(plan.reasons.items())
+        ]
+        summary = {
+            "chunks_checked": len(plan.todo) + len(plan.done),
+            "intact": len(plan.done),
+            "damaged": damaged,
+            "deep": bool(self.args.deep),
+            "lineage_signature": assembler.signature,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        write_verify_report(layout.verify_dir / "verify.json", summary)
+        if damaged:
+            lines = "; ".join(f"chunk {d['chunk_id']}: {d['defect']}" for d in damaged)
+            raise CommandError(
+                f"{len(damaged)} damaged chunk(s): {lines}. Run `bin/build-matrix --to assemble` again: "
+                "dispatch recomputes exactly these."
+            )
+        LOG.info("verify: %d shards intact (%s)", summary["intact"], "deep" if self.args.deep else "headers")

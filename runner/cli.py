@@ -1,0 +1,150 @@
+"""The runner's command line: the parser (runner flags plus one group per step) and the text reports.
+
+argparse normally calls ``sys.exit`` on bad input; here its errors become ``UsageError`` (exit 2) and
+``--help`` becomes ``HelpShown`` (exit 0), so the library never exits the interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, NoReturn, Sequence
+
+from .fsutil import human_bytes
+from .journal import Journal
+from .planning import Plan, Step, StepStatus
+
+RUNNER_DESTS = ("to", "reset_to", "force", "status", "list", "dry_run", "clean", "allow_dirty")
+
+
+class UsageError(Exception):
+    """Bad command-line input or an impossible request (exit 2)."""
+
+
+class HelpShown(Exception):
+    """``--help`` was printed (exit 0)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if status:
+            raise UsageError((message or "").strip() or f"{self.prog}: error")
+        raise HelpShown(message or "")
+
+
+def build_parser(prog: str | None, steps: list[Step]) -> argparse.ArgumentParser:
+    """Runner flags, then each step class's own flags in a group named after its label(s)."""
+    parser = _Parser(prog=prog, description="Run checkpointed steps in order; see --status for what is done.")
+    labels = [s.label for s in steps]
+    opts = parser.add_argument_group("runner")
+    opts.add_argument("--to", metavar="LABEL", help=f"run every step up to LABEL that is not up to date "
+                      f"(default: the last step). Steps: {', '.join(labels) or '(none)'}")
+    opts.add_argument("--reset-to", metavar="LABEL", help="restore the run directory to LABEL's checkpoint and "
+                      "forget later steps; with --to, go on from there")
+    opts.add_argument("--force", action="store_true", help="rerun the --to step even if it is up to date")
+    opts.add_argument("--status", action="store_true", help="print a table of every step and exit")
+    opts.add_argument("--list", action="store_true", help="print the step labels in order and exit")
+    opts.add_argument("--dry-run", action="store_true", help="print what would run and why, change nothing")
+    opts.add_argument("--clean", action="store_true", help="remove the run directory's contents and history "
+                      "(only for a directory the runner created)")
+    opts.add_argument("--allow-dirty", action="store_true", help="do not reset the directory before the first "
+                      "step that runs")
+    seen: dict[type, Any] = {}
+    for step in steps:
+        if step.cls in seen:
+            continue
+        same = [s.label for s in steps if s.cls is step.cls]
+        group = parser.add_argument_group(f"step {', '.join(same)} ({step.cls.__name__})")
+        try:
+            step.cls.add_arguments(group)
+        except argparse.ArgumentError as exc:
+            raise UsageError(f"step {step.label!r}: its arguments clash with another step's: {exc}") from exc
+        seen[step.cls] = group
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, args: Sequence[str] | argparse.Namespace) -> argparse.Namespace:
+    """An argv list is parsed; a Namespace gets the parser's defaults for every attribute it lacks."""
+    if not isinstance(args, argparse.Namespace):
+        return parser.parse_args(list(args))
+    merged = argparse.Namespace()
+    for action in parser._actions:  # noqa: SLF001 - the only way to reach defaults without parsing
+        if action.dest == argparse.SUPPRESS or action.dest == "help":
+            continue
+        if action.required and not hasattr(args, action.dest):
+            raise UsageError(f"missing required argument {'/'.join(action.option_strings) or action.dest}")
+        default = action.default if action.default is not argparse.SUPPRESS else None
+        setattr(merged, action.dest, default)
+    for key, value in vars(args).items():
+        setattr(merged, key, value)
+    return merged
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch)) if epoch else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _state(status: StepStatus, journal: Journal) -> str:
+    if status.up_to_date:
+        return "done"
+    return "stale" if journal.last(status.label) or status.manifest else "pending"
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_status(statuses: list[StepStatus], journal: Journal) -> str:
+    """The ``--status`` table: order, label, state, reason, finished, duration, output size."""
+    rows = [["order", "label", "state", "reason", "finished", "duration", "output"]]
+    for status in statuses:
+        done = journal.last_done(status.label) if status.manifest else None
+        reason = status.reason or "up to date"
+        rows.append([f"{status.step.order:g}", status.label, _state(status, journal),
+                     reason if len(reason) <= 72 else reason[:71] + "…",
+                     _when(done and done.get("end")), _duration(done and done.get("duration_s")),
+                     human_bytes(done.get("bytes_written")) if done else "-"])
+    return format_table(rows)
+
+
+def format_list(steps: list[Step]) -> str:
+    """``--list``: one label per line, in run order."""
+    return "\n".join(step.label for step in steps)
+
+
+def format_dry_run(plan: Plan, allow_dirty: bool) -> str:
+    """``--dry-run``: what would run, from which checkpoint, and why."""
+    target = plan.statuses[plan.target].label
+    if not plan.to_run:
+        return f"nothing to run: every step up to {target} is up to date"
+    first = plan.to_run[0]
+    if first.resume:
+        start = f"resume {first.label} on its partial outputs (no reset)"
+    elif first.repair:
+        start = f"reset everything but {first.label}'s own outputs, which it repairs"
+    elif allow_dirty:
+        start = "keep the directory as it is (--allow-dirty)"
+    else:
+        start = f"reset the directory to the checkpoint of {plan.base.label if plan.base else '(empty)'}"
+        start = start.replace("of _base", "of its original contents")
+    lines = [f"would {start}, then run:"]
+    lines += [f"  {s.label}: {s.reason}" for s in plan.to_run]
+    if plan.skipped:
+        lines.append("up to date: " + ", ".join(s.label for s in plan.skipped))
+    return "\n".join(lines)

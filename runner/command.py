@@ -1,0 +1,103 @@
+"""The step API: what a step is given (BuildState), what it implements (BaseCommand), how it fails (CommandError).
+
+Kept deliberately small, in the shape of LSST's ci_builder: a step is a class with a label, an order and
+``run(state)``; everything about history, resets and checkpoints belongs to the runner.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import hashlib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .runner import CommandRunner
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """What a step knows about the run directory when it starts.
+
+    ``dirty`` is True when the directory differs from the last checkpoint (``--allow-dirty``, or a resumable
+    step restarting on top of its own partial outputs); ``reason`` says why the step runs.
+    """
+
+    run_dir: Path
+    completed: tuple[str, ...]
+    current: str | None
+    dirty: bool
+    reason: str
+
+
+class CommandError(Exception):
+    """A step's expected failure: the CLI prints the message without a traceback.
+
+    ``exit_code`` is 1 (the step failed) by default; raise with ``exit_code=2`` when the cause is bad input
+    (a missing file the user named, an invalid parameter), so scripts can tell the two apart.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        if exit_code not in (1, 2):
+            raise ValueError(f"CommandError exit_code must be 1 or 2, not {exit_code!r}")
+        self.exit_code = exit_code
+
+
+class InputError(CommandError, ValueError):
+    """Bad input to a step (exit 2). Also a ValueError, so validation code can raise it naturally."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=2)
+
+
+class BaseCommand(abc.ABC):
+    """One step of a run. Subclasses implement ``run(state)`` and may add their own command-line flags.
+
+    Class attributes:
+      resumable -- True: after a failed or interrupted attempt the step restarts on top of its own partial
+                   outputs (``state.dirty`` is True) instead of from a reset directory.
+      params    -- argparse dests that define the step's output; changing one makes the step stale.
+    """
+
+    resumable: ClassVar[bool] = False
+    params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, args: argparse.Namespace, runner: CommandRunner) -> None:
+        self.args = args
+        self.runner = runner
+
+    @abc.abstractmethod
+    def run(self, state: BuildState) -> None:
+        """Do the step's work inside ``state.run_dir``. Write new files via temp + ``os.replace``."""
+
+    @classmethod
+    def add_arguments(cls, parser: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+        """Add the step's own flags. Called once per class, even when registered under two labels."""
+
+    @classmethod
+    def code_identity(cls) -> str:
+        """A short hash of the code behind this step; a change makes the step stale ("code changed").
+
+        Default: the bytes of the module file that defines the class (helpers in the same module count).
+        Override to narrow or widen what counts as the step's code.
+        """
+        return code_identity_of(cls)
+
+
+def code_identity_of(obj: Any) -> str:
+    """Hash the source file of ``obj``'s module; fall back to its own source, then to its qualified name."""
+    try:
+        source_file = inspect.getsourcefile(obj)
+        if source_file:
+            return "sha256:" + hashlib.sha256(Path(source_file).read_bytes()).hexdigest()[:16]
+    except (TypeError, OSError):
+        pass
+    try:
+        text = inspect.getsource(obj)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    except (TypeError, OSError):
+        return f"name:{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"

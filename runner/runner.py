@@ -1,0 +1,166 @@
+"""CommandRunner: the registry of steps and the driver of a run (plan, reset, run, checkpoint, journal).
+
+Exit codes (``RunResult.exit_code``, ``main``'s return): 0 done; 1 a step failed; 2 usage or bad input
+(unknown label, ``--reset-to`` a step without a checkpoint or with a damaged one, an unwritable run directory,
+``CommandError(..., exit_code=2)`` / ``InputError`` from a step); 3 the run directory is locked;
+130 Ctrl-C and 143 SIGTERM during a step (the attempt is journalled as interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Sequence, TextIO, TypeVar
+
+from . import cli
+from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore
+from .command import BaseCommand
+from .journal import Journal
+from .lock import RunDirLock, RunDirLocked
+from .planning import ParamError, Plan, Step, make_plan
+from .session import ADOPT, MARKER, RunResult, Session
+
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+C = TypeVar("C", bound=type)
+
+
+class CommandRunner:
+    """Runs registered steps in order inside ``run_dir``, checkpointing the directory after each one."""
+
+    def __init__(self, run_dir: str | Path, name: str | None = None) -> None:
+        self.run_dir = Path(run_dir).absolute()
+        self.name = name
+        self.out: TextIO | None = None  # where reports go; None means sys.stdout at call time
+        self._steps: dict[str, Step] = {}
+
+    # ------------------------------------------------------------------ registry
+    def register(self, label: str, order: float) -> Callable[[C], C]:
+        """Decorator registering a BaseCommand subclass as step ``label``; returns the class unchanged."""
+        if not isinstance(label, str) or not LABEL_RE.match(label):
+            raise ValueError(f"bad step label {label!r}: use a short lowercase word matching {LABEL_RE.pattern}")
+        if label in self._steps:
+            raise ValueError(f"step label {label!r} is already registered")
+        clash = next((s.label for s in self._steps.values() if s.order == order), None)
+        if clash is not None:
+            raise ValueError(f"order {order!r} of step {label!r} is already used by step {clash!r}")
+
+        def decorator(cls: C) -> C:
+            if not (isinstance(cls, type) and issubclass(cls, BaseCommand)):
+                raise TypeError(f"step {label!r} must be a BaseCommand subclass, not {cls!r}")
+            if label in self._steps:
+                raise ValueError(f"step label {label!r} is already registered")
+            self._steps[label] = Step(label, float(order), cls)
+            return cls
+
+        return decorator
+
+    @property
+    def steps(self) -> list[Step]:
+        """Registered steps in run order."""
+        return sorted(self._steps.values(), key=lambda s: s.order)
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.label for s in self.steps]
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        """The command-line parser: runner flags plus each step's own group."""
+        return cli.build_parser(self.name, self.steps)
+
+    # ------------------------------------------------------------------ entry points
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """CLI entry: run, print any error message to stderr, return the exit code (never sys.exit)."""
+        result = self.run(argv)
+        if result.message:
+            print(result.message, file=sys.stderr if result.exit_code else self._out())
+        return result.exit_code
+
+    def run(self, args: Sequence[str] | argparse.Namespace | None = None) -> RunResult:
+        """Parse ``args`` (argv list, Namespace, or None for sys.argv[1:]) and do what they ask."""
+        try:
+            parser = self.build_parser()
+            ns = cli.parse(parser, sys.argv[1:] if args is None else args)
+            return self._dispatch(ns)
+        except cli.HelpShown:
+            return RunResult(0)
+        except (cli.UsageError, ParamError, CheckpointError) as exc:
+            return RunResult(2, str(exc))
+        except RunDirLocked as exc:
+            return RunResult(3, str(exc))
+        except OSError as exc:  # the runner's own file work failed (disk full, permissions): no traceback
+            return RunResult(1, f"runner error in {self.run_dir}: {exc}")
+
+    # ------------------------------------------------------------------ dispatch
+    def _out(self) -> TextIO:
+        return self.out or sys.stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._out(), flush=True)
+
+    def _index(self, label: str, flag: str) -> int:
+        if label not in self._steps:
+            known = ", ".join(self.labels) or "(none registered)"
+            raise cli.UsageError(f"{flag} {label}: unknown step; steps are: {known}")
+        return self.labels.index(label)
+
+    def _dispatch(self, ns: argparse.Namespace) -> RunResult:
+        if not self._steps:
+            raise cli.UsageError("no steps are registered")
+        if ns.list:
+            self._print(cli.format_list(self.steps))
+            return RunResult(0)
+        target = self._index(ns.to, "--to") if ns.to else len(self._steps) - 1
+        if ns.reset_to:
+            self._index(ns.reset_to, "--reset-to")
+        if ns.status or ns.dry_run:
+            return self._report(ns, target)
+        self._ensure_run_dir()
+        with RunDirLock(self.run_dir / RUNNER_DIR / "lock", self.run_dir):
+            session = Session(self, ns)
+            return session.execute(target)
+
+    def _report(self, ns: argparse.Namespace, target: int) -> RunResult:
+        """--status and --dry-run: read-only, no lock, nothing written."""
+        store = CheckpointStore(self.run_dir)
+        journal = Journal(self.run_dir / RUNNER_DIR / "journal.json")
+        if journal.warning:
+            print(f"warning: {journal.warning}", file=sys.stderr)
+        plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force)
+        if ns.status:
+            self._print(cli.format_status(plan.statuses, journal))
+        if ns.dry_run:
+            self._print(cli.format_dry_run(plan, ns.allow_dirty))
+        return RunResult(0, skipped=tuple(s.label for s in plan.skipped))
+
+    def _ensure_run_dir(self) -> None:
+        """Create the run directory and the runner's folder; mark the directory as ours if we made it."""
+        try:
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise cli.UsageError(f"run directory {self.run_dir} exists and is not a directory")
+            made = not self.run_dir.exists() or not any(self.run_dir.iterdir())
+            hidden = self.run_dir / RUNNER_DIR
+            fresh = not hidden.exists()
+            (hidden / "logs").mkdir(parents=True, exist_ok=True)
+            (hidden / "checkpoints").mkdir(exist_ok=True)
+            if fresh and made:
+                (hidden / MARKER).write_text("this run directory was created by the runner; --clean may empty it\n")
+            probe = hidden / f".probe-{id(self)}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            if fresh and not made:
+                (hidden / ADOPT).write_text("snapshot the original contents as the base checkpoint\n")
+        except OSError as exc:
+            raise cli.UsageError(f"cannot use run directory {self.run_dir}: {exc.strerror or exc}") from exc
+
+    def log_path(self, label: str) -> Path:
+        """The step's log file; a step may send its subprocesses' output there (Python prints go there already)."""
+        return self.run_dir / RUNNER_DIR / "logs" / f"{label}.log"
+
+    def is_runner_made(self) -> bool:
+        """True when the runner created this run directory (so --clean may empty it)."""
+        return (self.run_dir / RUNNER_DIR / MARKER).is_file()
+
+
+__all__ = ["CommandRunner", "RunResult"]
