@@ -12,7 +12,6 @@ from policyengine_us_data.calibration.constraints import ConstraintCache
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.simulator import get_simulator
 from policyengine_us_data.calibration.targets import load_targets
-from policyengine_us_data.calibration.uprating import policyengine_uprating
 from policyengine_us_data.errors import InputError
 from runner import BaseCommand, BuildState
 
@@ -33,7 +32,7 @@ def split_list(text: str | None, cast=str) -> list | None:
 class BuildConstraintCache(BaseCommand):
     """Read the target database and write the sorted targets and their constraint cache."""
 
-    params = ("db", "year", "target_variables", "geo_levels", "target_ids")
+    params = ("db", "year", "target_variables", "geo_levels", "target_ids", "simulator")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -45,21 +44,22 @@ class BuildConstraintCache(BaseCommand):
         parser.add_argument("--geo-levels", default=None, metavar="L1,L2",
                             help="keep only these geo levels (national, state, district)")
         parser.add_argument("--target-ids", default=None, metavar="ID1,ID2", help="keep only these target ids")
+        parser.add_argument("--simulator", default="policyengine", help=argparse.SUPPRESS)
 
     def run(self, state: BuildState) -> None:
         args = self.args
         layout = RunLayout(state.run_dir)
         db = args.db or str(default_targets_path())
         with domain_errors():
-            system = get_simulator("policyengine").system
+            simulator = get_simulator(args.simulator)
             table = load_targets(
                 db,
                 args.year,
                 variables=split_list(args.target_variables),
                 geo_levels=split_list(args.geo_levels),
                 target_ids=split_list(args.target_ids, int),
-                known_variables=set(system.variables),
-                uprating=policyengine_uprating(system),
+                known_variables=simulator.known_variables(),
+                uprating=simulator.uprating(),
             )
             if not table.rows:
                 raise InputError(f"no active targets selected from {db}: loosen the target filters")
@@ -68,7 +68,7 @@ class BuildConstraintCache(BaseCommand):
             cache.save(layout.constraints_dir)
         levels = Counter(row.geo_level for row in table.rows)
         write_json(layout.constraints_summary, {
-            "db": db, "year": args.year, "rows": len(table.rows), "rows_by_geo_level": dict(levels),
+            "db": db, "year": args.year, "simulator": args.simulator, "rows": len(table.rows), "rows_by_geo_level": dict(levels),
             "variables": sorted({row.variable for row in table.rows}), "groups": len(cache.groups),
         })
         LOG.info("constraints: %d target rows (%s), %d value groups",

@@ -7,7 +7,7 @@ import logging
 import os
 
 from commands.errors import domain_errors
-from commands.layout import RunLayout, write_json
+from commands.layout import RunLayout, read_json, write_json
 from policyengine_us_data.calibration.build_state import write_build_state
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
 from policyengine_us_data.calibration.chunked_matrix_assembler import (
@@ -71,8 +71,9 @@ class DispatchChunks(BaseCommand):
                 data=read_dataset(layout.dataset),
                 geography=CloneGeography.load(layout.geography),
                 targets=TargetTable.load_json(layout.targets),
-                year=self._year(layout),
+                year=self._constraints(layout)["year"],
                 rerandomize_takeup=not args.skip_takeup_rerandomize,
+                simulator=self._constraints(layout).get("simulator", "policyengine"),
             )
             assembler = self._assembler(layout, dispatcher)
             try:
@@ -97,10 +98,8 @@ class DispatchChunks(BaseCommand):
         LOG.info("dispatch: %d chunks computed, %d reused", len(resume_plan.todo), len(resume_plan.done))
 
     @staticmethod
-    def _year(layout: RunLayout) -> int:
-        from commands.layout import read_json
-
-        return int(read_json(layout.constraints_summary)["year"])
+    def _constraints(layout: RunLayout) -> dict:
+        return read_json(layout.constraints_summary)
 
     def _assembler(self, layout: RunLayout, dispatcher) -> ChunkedMatrixAssembler:
         """Resume on top of our own shards; shards of another lineage (changed inputs) are ours to drop."""

@@ -14,7 +14,7 @@ from .fsutil import human_bytes
 from .journal import Journal
 from .planning import Plan, Step, StepStatus
 
-RUNNER_DESTS = ("to", "reset_to", "force", "status", "list", "dry_run", "clean", "allow_dirty")
+RUNNER_DESTS = ("to", "reset_to", "force", "status", "list", "dry_run", "clean", "allow_dirty", "forget_params")
 
 
 class UsageError(Exception):
@@ -52,6 +52,8 @@ def build_parser(prog: str | None, steps: list[Step]) -> argparse.ArgumentParser
     opts.add_argument("--dry-run", action="store_true", help="print what would run and why, change nothing")
     opts.add_argument("--clean", action="store_true", help="remove the run directory's contents and history "
                       "(only for a directory the runner created)")
+    opts.add_argument("--forget-params", action="store_true",
+                      help="use the defaults for every flag not given, instead of the last run's values")
     opts.add_argument("--allow-dirty", action="store_true", help="do not reset the directory before the first "
                       "step that runs")
     seen: dict[type, Any] = {}

@@ -19,6 +19,7 @@ from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore
 from .command import BaseCommand
 from .journal import Journal
 from .lock import RunDirLock, RunDirLocked
+from .params import apply_remembered, explicit_dests
 from .planning import ParamError, Plan, Step, make_plan
 from .session import ADOPT, MARKER, RunResult, Session
 
@@ -81,7 +82,9 @@ class CommandRunner:
         """Parse ``args`` (argv list, Namespace, or None for sys.argv[1:]) and do what they ask."""
         try:
             parser = self.build_parser()
-            ns = cli.parse(parser, sys.argv[1:] if args is None else args)
+            argv = sys.argv[1:] if args is None else args
+            ns = cli.parse(parser, argv)
+            ns.explicit_params = explicit_dests(parser, argv)
             return self._dispatch(ns)
         except cli.HelpShown:
             return RunResult(0)
@@ -114,12 +117,23 @@ class CommandRunner:
         target = self._index(ns.to, "--to") if ns.to else len(self._steps) - 1
         if ns.reset_to:
             self._index(ns.reset_to, "--reset-to")
+        self._remember(ns)
         if ns.status or ns.dry_run:
             return self._report(ns, target)
         self._ensure_run_dir()
         with RunDirLock(self.run_dir / RUNNER_DIR / "lock", self.run_dir):
             session = Session(self, ns)
             return session.execute(target)
+
+    def _remember(self, ns: argparse.Namespace) -> None:
+        """Unset output-defining flags keep the values of the step's last attempt (see params.py)."""
+        if getattr(ns, "forget_params", False) or not self.run_dir.is_dir():
+            return
+        store = CheckpointStore(self.run_dir)
+        journal = Journal(self.run_dir / RUNNER_DIR / "journal.json")
+        used = apply_remembered(ns, getattr(ns, "explicit_params", set()), self.steps, store, journal)
+        if used and not ns.status:
+            self._print("remembered from the last run: " + ", ".join(used) + " (pass a flag to change it)")
 
     def _report(self, ns: argparse.Namespace, target: int) -> RunResult:
         """--status and --dry-run: read-only, no lock, nothing written."""

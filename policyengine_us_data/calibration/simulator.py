@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from policyengine_us_data.datasets.household_data import HouseholdData
+from policyengine_us_data.errors import InputError
 
 INCOME_TAX = "income_tax"
 
@@ -51,6 +52,12 @@ class Simulator(Protocol):
     def compute(self, data: HouseholdData, request: SimulationRequest) -> SimulationOutput:
         """Simulate `data` and return the requested arrays."""
 
+    def known_variables(self) -> set[str] | None:
+        """Every variable it can compute (None: do not check target variables)."""
+
+    def uprating(self):
+        """An uprating function for target values (None: leave values as they are)."""
+
 
 _REGISTRY: dict[str, Callable[[], Simulator]] = {}
 _INSTANCES: dict[str, Simulator] = {}
@@ -75,8 +82,11 @@ def _factory(name: str) -> Callable[[], Simulator]:
         return _REGISTRY[name]
     if ":" in name:
         module_name, _, attribute = name.partition(":")
-        return getattr(importlib.import_module(module_name), attribute)
-    raise KeyError(f"unknown simulator {name!r}; known: {sorted(_REGISTRY)} or 'module:Class'")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"cannot load simulator {name!r} ({exc}): give 'policyengine' or 'module:Class'") from None
+    raise InputError(f"unknown simulator {name!r}: use 'policyengine' or 'module:Class'")
 
 
 def _as_numeric(values: np.ndarray) -> np.ndarray:
@@ -88,13 +98,23 @@ def _as_numeric(values: np.ndarray) -> np.ndarray:
 
 
 class PolicyEngineSimulator:
-    """policyengine-us behind the seam: one Microsimulation per call, plus one per reform."""
+    """policyengine-us behind the seam: one Microsimulation per chunk, plus one per reform variable.
+
+    A reform row neutralises one variable. Rather than building a reformed tax-benefit system per
+    chunk (a deep copy of every parameter, ~20 s), the neutralised variable is set to zero as an
+    input of a fresh simulation on the shared system, for the build year; policyengine-core then
+    never runs its formula. tests/integration/test_pe_speedups.py checks this gives the same
+    income tax as policyengine-core's `neutralize_variable` reform.
+    """
 
     name = "policyengine"
 
     def __init__(self) -> None:
         from policyengine_us import CountryTaxBenefitSystem, Microsimulation
 
+        from policyengine_us_data.calibration import pe_speedups
+
+        pe_speedups.install()
         self._microsimulation = Microsimulation
         self._system = CountryTaxBenefitSystem()
 
@@ -104,6 +124,11 @@ class PolicyEngineSimulator:
 
     def known_variables(self) -> set[str]:
         return set(self._system.variables)
+
+    def uprating(self):
+        from policyengine_us_data.calibration.uprating import policyengine_uprating
+
+        return policyengine_uprating(self._system)
 
     def entity_of(self, variable: str) -> str:
         return self._system.variables[variable].entity.key
@@ -123,9 +148,18 @@ class PolicyEngineSimulator:
             if request.reform_variables:
                 output.income_tax[""] = self._calculate(sim, INCOME_TAX, data.period)
             for variable in request.reform_variables:
-                reformed = self._microsimulation(dataset=path, reform=_neutraliser(variable))
+                reformed = self._neutralised(path, variable, data)
                 output.income_tax[variable] = self._calculate(reformed, INCOME_TAX, data.period)
         return output
+
+    def _neutralised(self, path: str, variable: str, data: HouseholdData):
+        """A simulation in which `variable` is zero for the build year, as a neutralising reform makes it."""
+        sim = self._microsimulation(dataset=path)
+        entity = self.entity_of(variable)
+        size = data.n_persons if entity == "person" else data.n_entities(entity)
+        value_type = self._system.variables[variable].value_type
+        sim.set_input(variable, data.period, np.zeros(size, dtype=bool if value_type is bool else np.float32))
+        return sim
 
     @staticmethod
     def _calculate(sim, variable: str, period: int, map_to: str | None = None) -> np.ndarray:
@@ -133,8 +167,8 @@ class PolicyEngineSimulator:
         return _as_numeric(getattr(result, "values", result))
 
 
-def _neutraliser(variable: str):
-    """A policyengine-core Reform class that neutralises one variable."""
+def neutralising_reform(variable: str):
+    """policyengine-core's own way to neutralise a variable (used by tests as the reference)."""
     from policyengine_core.reforms import Reform
 
     class Neutralise(Reform):

@@ -19,3 +19,11 @@ def pe_system():
     from policyengine_us import CountryTaxBenefitSystem
 
     return CountryTaxBenefitSystem()
+
+
+@pytest.fixture(scope="session")
+def pe_simulator():
+    """The real simulator behind the kernel's seam, shared by every test in the session."""
+    from policyengine_us_data.calibration.simulator import get_simulator
+
+    return get_simulator("policyengine")

@@ -45,6 +45,12 @@ class ToySimulator:
     def entity_of(self, variable: str) -> str:
         return ENTITY[variable]
 
+    def known_variables(self) -> set[str]:
+        return set(ENTITY)
+
+    def uprating(self):
+        return None
+
     def _all(self, data: HouseholdData, neutralised: str | None = None) -> dict[str, np.ndarray]:
         a = data.arrays
         n_p = data.n_persons

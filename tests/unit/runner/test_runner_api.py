@@ -83,7 +83,8 @@ def test_namespace_input_gets_parser_defaults(tmp_path):
     result = runner.run(argparse.Namespace(level=9))
     assert result.exit_code == 0 and result.ran == ("only",)
     assert (tmp_path / "run" / "level.txt").read_text() == "9"
-    assert runner.run(argparse.Namespace()).ran == ("only",)  # level default 3 differs from 9
+    assert runner.run(argparse.Namespace()).ran == ()  # level 9 is remembered from the last run
+    assert runner.run(argparse.Namespace(forget_params=True)).ran == ("only",)  # default 3 differs from 9
     assert (tmp_path / "run" / "level.txt").read_text() == "3"
 
 

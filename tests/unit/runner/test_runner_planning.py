@@ -133,3 +133,18 @@ def test_code_change_makes_a_step_stale(tmp_path, capsys):
     finally:
         sys.modules.pop("gen_step_v1", None)
         sys.modules.pop("gen_step_v2", None)
+
+
+def test_unset_params_are_remembered_and_explicit_ones_win(toy, run_dir, capsys):
+    assert toy.main(["--to", "assemble", "--chunk-size", "500"]) == 0
+    toy.toy.calls.clear()
+    assert toy.main(["--reset-to", "dispatch", "--to", "assemble"]) == 0
+    assert toy.toy.ran == ["verify", "assemble"]  # dispatch kept chunk_size 500, so it stays done
+    assert "remembered from the last run: chunk_size=500" in capsys.readouterr().out
+    toy.toy.calls.clear()
+    assert toy.main(["--to", "assemble", "--chunk-size", "600"]) == 0
+    assert toy.toy.ran == ["dispatch", "verify", "assemble"]
+    assert "chunk_size changed: 500 -> 600" in toy.toy.calls[0][1].reason
+    toy.toy.calls.clear()
+    assert toy.main(["--to", "assemble", "--forget-params"]) == 0
+    assert "chunk_size changed: 600 -> 25000" in toy.toy.calls[0][1].reason
