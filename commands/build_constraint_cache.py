@@ -11,7 +11,7 @@ from commands.layout import RunLayout, write_json
 from policyengine_us_data.calibration.constraints import ConstraintCache
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.simulator import get_simulator
-from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.calibration.targets import TargetTable, load_targets
 from policyengine_us_data.errors import InputError
 from runner import BaseCommand, BuildState
 
@@ -46,23 +46,35 @@ class BuildConstraintCache(BaseCommand):
         parser.add_argument("--target-ids", default=None, metavar="ID1,ID2", help="keep only these target ids")
         parser.add_argument("--simulator", default="policyengine", help=argparse.SUPPRESS)
 
+    @staticmethod
+    def select(args: argparse.Namespace) -> tuple[str, TargetTable]:
+        """(database path, the selected and checked target rows); InputError when the database or filters are bad."""
+        db = args.db or str(default_targets_path())
+        simulator = get_simulator(args.simulator)
+        table = load_targets(
+            db,
+            args.year,
+            variables=split_list(args.target_variables),
+            geo_levels=split_list(args.geo_levels),
+            target_ids=split_list(args.target_ids, int),
+            known_variables=simulator.known_variables(),
+            uprating=simulator.uprating(),
+        )
+        if not table.rows:
+            raise InputError(f"no active targets selected from {db}: loosen the target filters")
+        return db, table
+
+    @classmethod
+    def validate(cls, args: argparse.Namespace) -> None:
+        """Read and check the database with the chosen filters before the runner touches the run directory."""
+        with domain_errors():
+            cls.select(args)
+
     def run(self, state: BuildState) -> None:
         args = self.args
         layout = RunLayout(state.run_dir)
-        db = args.db or str(default_targets_path())
         with domain_errors():
-            simulator = get_simulator(args.simulator)
-            table = load_targets(
-                db,
-                args.year,
-                variables=split_list(args.target_variables),
-                geo_levels=split_list(args.geo_levels),
-                target_ids=split_list(args.target_ids, int),
-                known_variables=simulator.known_variables(),
-                uprating=simulator.uprating(),
-            )
-            if not table.rows:
-                raise InputError(f"no active targets selected from {db}: loosen the target filters")
+            db, table = self.select(args)
             table.save_json(layout.targets)
             cache = ConstraintCache.from_targets(table)
             cache.save(layout.constraints_dir)

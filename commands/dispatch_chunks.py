@@ -10,6 +10,7 @@ from commands.errors import domain_errors
 from commands.layout import RunLayout, read_json, write_json
 from policyengine_us_data.calibration.build_state import write_build_state
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+from policyengine_us_data.calibration.chunk_dispatch.modal_backend import lookup_worker
 from policyengine_us_data.calibration.chunked_matrix_assembler import (
     ChunkBuildError,
     ChunkedMatrixAssembler,
@@ -18,7 +19,8 @@ from policyengine_us_data.calibration.chunked_matrix_assembler import (
 from policyengine_us_data.calibration.geography import CloneGeography
 from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.datasets.h5io import read_dataset
-from policyengine_us_data.errors import LineageMismatch
+from policyengine_us_data.errors import InputError, LineageMismatch
+from policyengine_us_data.utils.atomic import TEMP_PREFIX
 from runner import BaseCommand, BuildState, CommandError
 
 LOG = logging.getLogger(__name__)
@@ -55,15 +57,33 @@ class DispatchChunks(BaseCommand):
         parser.add_argument("--skip-takeup-rerandomize", action="store_true",
                             help="keep the dataset's take-up inputs instead of re-drawing them per clone")
 
-    def dispatcher(self):
-        args = self.args
+    @staticmethod
+    def make_dispatcher(args: argparse.Namespace):
+        """The chosen backend's dispatcher; InputError for a bad worker count or run id."""
         if args.backend == "modal":
             return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id)
         return LocalChunkDispatcher(workers=args.workers)
 
+    @classmethod
+    def validate(cls, args: argparse.Namespace) -> None:
+        """Refuse a bad chunk size, worker count or run id, and Modal without credentials or a deployed app,
+        before the runner touches the run directory."""
+        with domain_errors():
+            if args.chunk_size <= 0:
+                raise InputError(f"chunk size must be a positive integer, got {args.chunk_size}: "
+                                 "pass --chunk-size N with N >= 1")
+            cls.make_dispatcher(args)
+            if args.backend == "modal":
+                lookup_worker()
+
+    def dispatcher(self):
+        return self.make_dispatcher(self.args)
+
     def run(self, state: BuildState) -> None:
         args = self.args
         layout = RunLayout(state.run_dir)
+        for stale in [*layout.state_dir.glob(TEMP_PREFIX + "*"), *layout.chunk_dir.glob(TEMP_PREFIX + "*")]:
+            stale.unlink(missing_ok=True)  # half-written files of a killed attempt we resume on top of
         with domain_errors():
             dispatcher = self.dispatcher()
             meta = write_build_state(

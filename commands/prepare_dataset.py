@@ -41,6 +41,15 @@ class PrepareDataset(BaseCommand):
                             help="geography clones per household (production: 430; default %(default)s)")
         parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for data, sampling and geography")
 
+    @classmethod
+    def validate(cls, args: argparse.Namespace) -> None:
+        """Refuse bad counts and a missing or invalid dataset before the runner touches the run directory."""
+        with domain_errors():
+            for name in ("households", "target_households", "n_clones"):
+                positive(name, getattr(args, name))
+            if args.dataset:
+                read_dataset(args.dataset)
+
     def run(self, state: BuildState) -> None:
         args = self.args
         layout = RunLayout(state.run_dir)

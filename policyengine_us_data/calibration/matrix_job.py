@@ -50,8 +50,8 @@ class MatrixJob:
         geography = assign_geography(data.n_households, args.n_clones, seed=args.seed)
         return cls(builder=builder, geography=geography, output_dir=output_dir)
 
-    def write_outputs(self, matrix, package_output: str | None = None) -> None:
-        """X.npz, targets.csv, metadata.json, geography.npz (and the package when asked)."""
+    def write_outputs(self, matrix, package_output: str | None = None, chunk_dir: Path | None = None) -> None:
+        """X.npz, targets.csv, metadata.json, geography.npz, the report (and the package when asked)."""
         from policyengine_us_data.calibration.build_state import load_build_state
         from policyengine_us_data.outputs.matrix_files import (
             initial_weights,
@@ -62,7 +62,23 @@ class MatrixJob:
         inputs = load_build_state(self.builder.work_dir / "state")
         metadata = {"year": inputs.year, "n_records": inputs.n_records, "n_clones": inputs.n_clones,
                     "rerandomize_takeup": inputs.rerandomize_takeup}
+        from policyengine_us_data.outputs.report import build_report
+
         write_matrix_outputs(self.output_dir, matrix, inputs.targets, inputs.geography, metadata)
+        weights = initial_weights(inputs.data, inputs.n_clones)
         if package_output:
-            weights = initial_weights(inputs.data, inputs.n_clones)
             write_calibration_package(package_output, matrix, inputs.targets, inputs.geography, metadata, weights)
+        build_report(self.output_dir, matrix=matrix, targets=inputs.targets, weights=weights,
+                     chunk_results=self._chunk_records(chunk_dir), metadata=metadata)
+
+    @staticmethod
+    def _chunk_records(chunk_dir: Path | None) -> list:
+        from policyengine_us_data.calibration.lineage import ChunkManifest
+        from policyengine_us_data.errors import ManifestError
+
+        if chunk_dir is None or not (chunk_dir / "chunk_manifest.json").exists():
+            return []
+        try:
+            return list(ChunkManifest.load(chunk_dir / "chunk_manifest.json").chunks.values())
+        except ManifestError:
+            return []

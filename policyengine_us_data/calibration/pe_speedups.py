@@ -7,8 +7,8 @@ tree to do it. policyengine-us caches that copy per tax-benefit-system *object*,
 `Microsimulation` gets a fresh system object sharing one parameter tree, so the cache never
 hits across simulations and each chunk pays the copy again.
 
-`install()` keys the cache by the parameter tree instead (the pinned copy depends only on the
-parameters). The tests in tests/integration/test_pe_speedups.py check, with the real
+`install()` keys the cache by what the pinned copy depends on: the parameter tree and the
+variable objects. The tests in tests/integration/test_pe_speedups.py check, with the real
 policyengine-us, that every target variable comes out bit-for-bit identical with and without
 it. It applies only to the version it was checked against; any other version runs unpatched.
 """
@@ -23,13 +23,19 @@ from typing import Any, Callable
 LOG = logging.getLogger(__name__)
 CHECKED_VERSIONS = ("2.68.0",)
 _STATE: dict[str, Any] = {"installed": False, "original": None}
-_PINNED: dict[tuple[str, int], tuple[weakref.ref, Any]] = {}
+_PINNED: dict[tuple[str, int, int], tuple[weakref.ref, Any]] = {}
+
+
+def _policy_key(base_tbs) -> tuple[int, int]:
+    """What a pinned copy depends on: the parameter tree and the variable objects (a reform that
+    neutralises a variable rebinds it to a new object; per-simulation systems reuse the objects)."""
+    return id(base_tbs.parameters), hash(tuple(map(id, base_tbs.variables.values())))
 
 
 def _pinned_by_parameters(original: Callable) -> Callable:
     def get_pinned(base_tbs, pin_name, pin_fn):
         parameters = base_tbs.parameters
-        key = (pin_name, id(parameters))
+        key = (pin_name, *_policy_key(base_tbs))
         entry = _PINNED.get(key)
         if entry is not None and entry[0]() is parameters:
             return entry[1]

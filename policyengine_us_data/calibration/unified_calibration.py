@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--skip-takeup-rerandomize", action="store_true")
     build = parser.add_argument_group("matrix build")
     build.add_argument("--output-dir", default="unified-calibration-output")
-    build.add_argument("--chunked-matrix", action="store_true", help="build in column chunks")
+    build.add_argument("--chunked-matrix", action=argparse.BooleanOptionalAction, default=False,
+                       help="build in column chunks")
     build.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     build.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=False,
                        help="fan chunks out over Modal (only with --chunked-matrix)")
@@ -52,11 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def choose_dispatcher(args: argparse.Namespace):
-    """Modal when --parallel with --chunked-matrix; otherwise a local (serial or pooled) dispatcher."""
-    from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+    """Modal when --parallel with --chunked-matrix; otherwise a local (serial or pooled) dispatcher.
+
+    On Modal the shards live where the workers write them, `/staging/{run_id}/matrix_chunks/`, so
+    that becomes the chunk directory unless one was given.
+    """
+    from policyengine_us_data.calibration.chunk_dispatch import (
+        LocalChunkDispatcher,
+        ModalChunkDispatcher,
+        new_run_id,
+        staging_root,
+    )
+    from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir
 
     if args.chunked_matrix and args.parallel:
-        return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id or None)
+        args.run_id = args.run_id or new_run_id()
+        args.chunk_dir = args.chunk_dir or str(chunk_dir(staging_root(), args.run_id))
+        return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id)
     return LocalChunkDispatcher(workers=args.workers)
 
 
@@ -95,6 +108,15 @@ def _peak_rss_gb(chunk_dir: Path) -> float:
     return 3.1
 
 
+def remove_chunks(chunk_dir: Path) -> None:
+    """Drop this build's shards and manifest once the matrix is written (nothing else there)."""
+    for path in chunk_dir.glob("chunk_*.npz"):
+        path.unlink()
+    manifest = chunk_dir / "chunk_manifest.json"
+    if manifest.exists():
+        manifest.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the matrix and write its outputs; returns an exit code."""
     from policyengine_us_data.calibration.matrix_job import MatrixJob
@@ -103,17 +125,21 @@ def run(args: argparse.Namespace) -> int:
         return print_plan(args)
     job = MatrixJob.from_args(args)
     if args.chunked_matrix:
+        dispatcher = choose_dispatcher(args)
+        chunk_dir = Path(args.chunk_dir) if args.chunk_dir else job.builder.work_dir / "matrix_chunks"
         targets_df, matrix, names = job.builder.build_matrix_chunked(
-            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_dir=args.chunk_dir,
-            keep_chunks=args.keep_chunks, resume_chunks=args.resume_chunks,
-            rerandomize_takeup=not args.skip_takeup_rerandomize, dispatcher=choose_dispatcher(args),
-            progress=True,
+            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_dir=str(chunk_dir),
+            keep_chunks=True, resume_chunks=args.resume_chunks,
+            rerandomize_takeup=not args.skip_takeup_rerandomize, dispatcher=dispatcher, progress=True,
         )
+        job.write_outputs(matrix, package_output=args.package_output, chunk_dir=chunk_dir)
+        if not args.keep_chunks:
+            remove_chunks(chunk_dir)
     else:
         targets_df, matrix, names = job.builder.build_matrix(
             job.geography, rerandomize_takeup=not args.skip_takeup_rerandomize
         )
-    job.write_outputs(matrix, package_output=args.package_output)
+        job.write_outputs(matrix, package_output=args.package_output)
     print(f"matrix {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} non-zeros: {job.output_dir / 'X.npz'}")
     return 0
 

@@ -2,8 +2,8 @@
 
 1. pe_speedups keys the pinned-system cache by parameter tree: every target variable is
    bit-for-bit identical with and without it.
-2. Reform rows neutralise a variable by setting it to zero for the build year: income tax equals
-   policyengine-core's `neutralize_variable` reform.
+2. Reform rows reuse one neutralising-reform system per process: income tax equals
+   `Microsimulation(dataset, reform=neutralise)`, built afresh.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_pinned_cache_patch_changes_no_result(data, pe_simulator):
 
 
 @pytest.mark.parametrize("variable", ["eitc", "salt_deduction"])
-def test_zero_input_neutralisation_equals_the_reform(data, pe_simulator, variable):
+def test_cached_reform_system_equals_a_fresh_reformed_microsimulation(data, pe_simulator, variable):
     from policyengine_us import Microsimulation
 
     out = pe_simulator.compute(data, SimulationRequest((), (), (variable,)))

@@ -1,0 +1,88 @@
+"""One chunk's time, split into materialise, simulate, emit and write, at several chunk sizes.
+
+Runs the real kernel (policyengine-us) in this process on the embedded default data and
+targets: 1,000 households x enough clones for the largest chunk. The first chunk pays the
+process's one-off warm-up, which is reported on its own line and not counted. Prints seconds
+per stage and households per second; with --compare-unpatched it also runs each size once
+without the pinned-system speedup, side by side, and prints the ratio.
+
+    .venv/bin/python benchmarks/bench_kernel.py --sizes 1000 5000 25000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policyengine_us_data.calibration import pe_speedups  # noqa: E402
+from policyengine_us_data.calibration.build_state import write_build_state  # noqa: E402
+from policyengine_us_data.calibration.chunk_kernel import peak_rss_mb, run_chunk  # noqa: E402
+from policyengine_us_data.calibration.chunk_plan import ChunkPlan  # noqa: E402
+from policyengine_us_data.calibration.default_targets import default_targets_path  # noqa: E402
+from policyengine_us_data.calibration.geography import assign_geography  # noqa: E402
+from policyengine_us_data.calibration.simulator import get_simulator  # noqa: E402
+from policyengine_us_data.calibration.targets import load_targets  # noqa: E402
+from policyengine_us_data.datasets.synthetic import generate_synthetic  # noqa: E402
+
+STAGES = ("materialise", "simulate", "emit", "write")
+
+
+def make_state(root: Path, n_columns: int) -> Path:
+    data = generate_synthetic()
+    clones = -(-n_columns // data.n_households)
+    simulator = get_simulator("policyengine")
+    table = load_targets(default_targets_path(), 2024, known_variables=simulator.known_variables(),
+                         uprating=simulator.uprating())
+    state = root / "state"
+    write_build_state(state, data=data, geography=assign_geography(data.n_households, clones, seed=1),
+                      targets=table, year=2024, rerandomize_takeup=True)
+    return state
+
+
+def time_chunk(state: Path, root: Path, size: int, chunk_id: int) -> dict:
+    plan = ChunkPlan(chunk_id, 0, size, str(root / f"chunk_{chunk_id:06d}.npz"), "bench")
+    start = time.perf_counter()
+    result = run_chunk(plan, str(state))
+    return {"size": size, "wall": time.perf_counter() - start, **result.timings, "nnz": result.nnz,
+            "households": result.households, "rss": peak_rss_mb()}
+
+
+def print_row(label: str, row: dict) -> None:
+    stages = "  ".join(f"{row.get(s, 0):8.2f}" for s in STAGES)
+    rate = row["households"] / row["wall"]
+    print(f"{label:<22}{row['size']:>7}  {stages}  {row['wall']:8.2f}  {rate:9.0f}  {row['nnz']:>9}  {row['rss']:7.0f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 25000])
+    parser.add_argument("--compare-unpatched", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-kernel-") as tmp:
+        root = Path(tmp)
+        state = make_state(root, max(args.sizes))
+        warm = time_chunk(state, root, 10, 999)
+        print(f"one-off warm-up of this process (10 columns): {warm['wall']:.1f} s\n")
+        header = "  ".join(f"{s:>8}" for s in STAGES)
+        print(f"{'run':<22}{'cols':>7}  {header}  {'total s':>8}  {'hh/s':>9}  {'nnz':>9}  {'peakMB':>7}")
+        for i, size in enumerate(args.sizes):
+            patched = time_chunk(state, root, size, i)
+            print_row("kernel", patched)
+            if args.compare_unpatched:
+                pe_speedups.uninstall()
+                plain = time_chunk(state, root, size, 100 + i)
+                pe_speedups.install()
+                print_row("kernel, unpatched PE", plain)
+                print(f"{'':<22}speedup from the pinned-system cache: {plain['wall'] / patched['wall']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

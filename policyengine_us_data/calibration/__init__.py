@@ -1,0 +1,1 @@
+"""Calibration-matrix inputs and build steps. Import-safe: no imports here."""

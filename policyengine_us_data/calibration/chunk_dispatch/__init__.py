@@ -1,0 +1,62 @@
+"""Where chunks run: in this process, in a forked local pool, or fanned out over Modal.
+
+The coordinator hands plans to a `ChunkDispatcher` and gets results back as they arrive; it never
+knows where a chunk ran. Importing this package is cheap: no policyengine-us, no modal (both are
+imported lazily by the code paths that need them).
+"""
+
+from policyengine_us_data.calibration.chunk_dispatch.base import (
+    ChunkDispatcher,
+    ChunkFailure,
+    DispatchReport,
+    Kernel,
+    remove_partial_shards,
+    run_outcome,
+    validate_run_id,
+)
+from policyengine_us_data.calibration.chunk_dispatch.local import LocalChunkDispatcher
+from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
+    ModalChunkDispatcher,
+    contiguous_batches,
+    lookup_worker,
+    new_run_id,
+)
+from policyengine_us_data.calibration.chunk_dispatch.plan import (
+    ProductionPlan,
+    format_plan,
+    plan_from_results,
+    plan_production,
+)
+from policyengine_us_data.calibration.chunk_dispatch.worker import (
+    read_plans,
+    run_worker_batch,
+    shard_name,
+    staging_root,
+    volume_plans,
+    write_plans,
+)
+
+__all__ = [
+    "ChunkDispatcher",
+    "ChunkFailure",
+    "DispatchReport",
+    "Kernel",
+    "LocalChunkDispatcher",
+    "ModalChunkDispatcher",
+    "ProductionPlan",
+    "contiguous_batches",
+    "format_plan",
+    "lookup_worker",
+    "new_run_id",
+    "plan_from_results",
+    "plan_production",
+    "read_plans",
+    "remove_partial_shards",
+    "run_outcome",
+    "run_worker_batch",
+    "shard_name",
+    "staging_root",
+    "validate_run_id",
+    "volume_plans",
+    "write_plans",
+]
