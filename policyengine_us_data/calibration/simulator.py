@@ -111,7 +111,8 @@ class PolicyEngineSimulator:
     name = "policyengine"
 
     def __init__(self) -> None:
-        from policyengine_us import CountryTaxBenefitSystem, Simulation
+        from policyengine_us import Simulation
+        from policyengine_us.system import system
 
         from policyengine_us_data.calibration import pe_speedups
 
@@ -119,7 +120,8 @@ class PolicyEngineSimulator:
         # The plain Simulation, not Microsimulation: we need unweighted arrays, and Microsimulation
         # wraps every intermediate result in a weighted pandas series (2.5x the CPU, same numbers).
         self._simulation = Simulation
-        self._system = CountryTaxBenefitSystem()
+        # The instance policyengine-us builds at import: a second one would cost ~30 s more.
+        self._system = system
         self._reformed: dict[str, object] = {}
 
     @property

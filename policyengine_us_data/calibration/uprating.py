@@ -93,12 +93,10 @@ def _parameter_series(parameters: Any, path: str) -> Callable[[int], float] | No
 def policyengine_uprating(system: Any = None) -> SeriesUprating:
     """The real uprating: CPI-U for amounts, total population for counts, from policyengine-us.
 
-    Pass an already-loaded `CountryTaxBenefitSystem` to avoid building a second one.
+    Defaults to the system policyengine-us builds at import (building another costs ~30 s).
     """
     if system is None:
-        from policyengine_us import CountryTaxBenefitSystem
-
-        system = CountryTaxBenefitSystem()
+        from policyengine_us.system import system
     cpi = _parameter_series(system.parameters, CPI_U_PARAMETER)
     if cpi is None:
         raise RuntimeError(f"policyengine-us has no {CPI_U_PARAMETER} parameter; cannot uprate amounts")

@@ -16,9 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def pe_system():
     """The loaded policyengine-us tax-benefit system (imported once per session)."""
-    from policyengine_us import CountryTaxBenefitSystem
+    from policyengine_us.system import system
 
-    return CountryTaxBenefitSystem()
+    return system
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def test_pinned_cache_patch_changes_no_result(data, pe_simulator):
     assert np.count_nonzero(patched["income_tax"]) > 0
 
 
-@pytest.mark.parametrize("variable", ["eitc", "salt_deduction"])
+@pytest.mark.parametrize("variable", ["eitc", "ctc"])
 def test_cached_reform_system_equals_a_fresh_reformed_microsimulation(data, pe_simulator, variable):
     from policyengine_us import Microsimulation
 

@@ -1,0 +1,95 @@
+"""The unified_calibration CLI's flag logic, with a fake job in place of the real build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policyengine_us_data.calibration import unified_calibration as uc
+from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+from policyengine_us_data.calibration.lineage import ChunkManifest
+
+
+class FakeBuilder:
+    def __init__(self, work_dir):
+        self.work_dir = work_dir
+        self.calls = []
+
+    def build_matrix(self, geography, **kwargs):
+        self.calls.append(("build_matrix", kwargs))
+        return None, FakeMatrix(), []
+
+    def build_matrix_chunked(self, geography, **kwargs):
+        self.calls.append(("build_matrix_chunked", kwargs))
+        return None, FakeMatrix(), []
+
+
+class FakeMatrix:
+    shape = (2, 3)
+    nnz = 1
+
+
+class FakeJob:
+    def __init__(self, tmp_path):
+        self.builder = FakeBuilder(tmp_path / "work")
+        self.geography = object()
+        self.output_dir = tmp_path
+        self.written = []
+
+    def write_outputs(self, matrix, package_output=None, chunk_dir=None):
+        self.written.append((package_output, chunk_dir))
+
+
+@pytest.fixture()
+def fake_job(monkeypatch, tmp_path):
+    job = FakeJob(tmp_path)
+    monkeypatch.setattr("policyengine_us_data.calibration.matrix_job.MatrixJob.from_args", lambda args: job)
+    return job
+
+
+def run(argv):
+    return uc.run(uc.build_parser().parse_args(argv))
+
+
+def test_parallel_without_chunked_matrix_is_a_silent_no_op(fake_job, capsys):
+    assert run(["--parallel"]) == 0
+    with_flag = (fake_job.builder.calls[:], capsys.readouterr())
+    fake_job.builder.calls.clear()
+    assert run([]) == 0
+    without = (fake_job.builder.calls[:], capsys.readouterr())
+    assert with_flag[0] == without[0] and with_flag[0][0][0] == "build_matrix"
+    assert with_flag[1].out == without[1].out and with_flag[1].err == without[1].err
+
+
+def test_dispatcher_choice():
+    parse = uc.build_parser().parse_args
+    assert isinstance(uc.choose_dispatcher(parse(["--parallel"])), LocalChunkDispatcher)
+    assert isinstance(uc.choose_dispatcher(parse(["--chunked-matrix", "--workers", "2"])), LocalChunkDispatcher)
+    args = parse(["--chunked-matrix", "--parallel", "--run-id", "abc", "--num-matrix-workers", "7"])
+    dispatcher = uc.choose_dispatcher(args)
+    assert isinstance(dispatcher, ModalChunkDispatcher) and dispatcher.num_workers == 7
+    assert args.chunk_dir.endswith("abc/matrix_chunks")
+
+
+def test_chunked_build_passes_upstream_parameters(fake_job):
+    assert run(["--chunked-matrix", "--chunk-size", "123", "--resume-chunks", "--chunk-dir", "c"]) == 0
+    name, kwargs = fake_job.builder.calls[0]
+    assert name == "build_matrix_chunked"
+    assert kwargs["chunk_size"] == 123 and kwargs["resume_chunks"] is True and kwargs["chunk_dir"] == "c"
+
+
+def test_plan_from_measured_chunks(tmp_path, capsys):
+    lineage = {"n_records": 12_000, "n_clones": 2}
+    manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", lineage)
+    for cid in range(3):
+        manifest.record_chunk(cid, cid * 1000, (cid + 1) * 1000, 10, "x", 12.0)
+    (tmp_path / "dispatch.json").write_text(json.dumps({"results": [{"peak_rss_mb": 3072}]}))
+    assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "25000"]) == 0
+    out = capsys.readouterr().out
+    assert "12.00 ms per column" in out and "207" in out
+
+
+def test_bad_input_exits_2(capsys):
+    assert uc.main(["--plan"]) == 2
+    assert "--plan needs --chunk-dir" in capsys.readouterr().err
