@@ -89,7 +89,7 @@ def test_same_matrix_for_other_chunk_sizes(real_state, reference, tmp_path, chun
 def test_cells_match_a_direct_simulation_of_each_household(real_state, reference, pe_simulator):
     inputs = load_build_state(real_state)
     columns = [0, 13, 49, 50, 77, 99]
-    expected = expected_cells(inputs.data, inputs.geography, inputs.targets, pe_simulator, columns)
+    expected = expected_cells(inputs.data, inputs.geography, inputs.targets, pe_simulator, columns, takeup=True)
     coo = reference.tocoo()
     wanted = set(columns)
     got = {(int(r), int(c)): v for r, c, v in zip(coo.row, coo.col, coo.data) if int(c) in wanted}

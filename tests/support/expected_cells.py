@@ -19,8 +19,12 @@ OPS = {"==": operator.eq, "=": operator.eq, "!=": operator.ne, ">": operator.gt,
        "<": operator.lt, "<=": operator.le}
 
 
-def one_household_per_column(base: HouseholdData, geography, columns: Sequence[int]) -> HouseholdData:
-    """A dataset with one household per column, copied by loops, under the column's geography."""
+def one_household_per_column(base: HouseholdData, geography, columns: Sequence[int],
+                             takeup: bool = False) -> HouseholdData:
+    """A dataset with one household per column, copied by loops, under the column's geography.
+
+    With `takeup`, every take-up input is drawn per entity from the documented key
+    (variable, original household id, clone index, position among the household's entities)."""
     a = base.arrays
     n_records = base.n_households
     person_arrays = [k for k in a if base.entity_of(k) == "person"]
@@ -55,7 +59,37 @@ def one_household_per_column(base: HouseholdData, geography, columns: Sequence[i
         out["congressional_district_geoid"][-1] = int(geography.cd_geoid[col])
         out["household_weight"][-1] = 1.0
     arrays = {k: np.asarray(v, dtype=a[k].dtype) for k, v in out.items()}
-    return HouseholdData(arrays=arrays, period=base.period)
+    data = HouseholdData(arrays=arrays, period=base.period)
+    if takeup:
+        data = _draw_takeup(data, base, columns)
+    return data
+
+
+def _draw_takeup(data: HouseholdData, base: HouseholdData, columns: Sequence[int]) -> HouseholdData:
+    from policyengine_us_data.calibration.takeup import TAKEUP_ENTITIES, TAKEUP_RATES, keyed_uniforms
+
+    n_records = base.n_households
+    arrays = dict(data.arrays)
+    for variable, entity in TAKEUP_ENTITIES.items():
+        link = data.arrays["person_household_id"] if entity == "person" else None
+        owners = []  # the household position of each entity, in the entity array's order
+        if entity == "person":
+            owners = [int(np.flatnonzero(data.arrays["household_id"] == h)[0]) for h in link]
+        else:
+            for e_id in data.arrays[f"{entity}_id"]:
+                first = int(np.flatnonzero(data.arrays[f"person_{entity}_id"] == e_id)[0])
+                owners.append(int(np.flatnonzero(data.arrays["household_id"] == data.arrays["person_household_id"][first])[0]))
+        seen: dict[int, int] = {}
+        draws = []
+        for owner in owners:
+            member = seen.get(owner, 0)
+            seen[owner] = member + 1
+            col = columns[owner]
+            original_id = base.arrays["household_id"][col % n_records]
+            u = keyed_uniforms(variable, np.array([original_id]), np.array([col // n_records]), np.array([member]))
+            draws.append(bool(u[0] < TAKEUP_RATES[variable]))
+        arrays[variable] = np.array(draws, dtype=bool)
+    return HouseholdData(arrays=arrays, period=data.period)
 
 
 def _member_lists(data: HouseholdData, entity: str) -> list[list[int]]:
@@ -66,9 +100,10 @@ def _member_lists(data: HouseholdData, entity: str) -> list[list[int]]:
     return members
 
 
-def expected_cells(base, geography, table, simulator, columns: Sequence[int]) -> dict[tuple[int, int], float]:
+def expected_cells(base, geography, table, simulator, columns: Sequence[int],
+                   takeup: bool = False) -> dict[tuple[int, int], float]:
     """{(row, column): value} for every non-zero cell of the given columns."""
-    data = one_household_per_column(base, geography, columns)
+    data = one_household_per_column(base, geography, columns, takeup=takeup)
     rows = table.rows
     targets = sorted({r.variable for r in rows if r.reform_id == 0 and not r.variable.endswith("_count")})
     person_vars = sorted({c.variable for r in rows for c in r.domain})

@@ -75,6 +75,8 @@ class ToySimulator:
         out["income_tax"] = tax
         spm_income = _sum(earn, spm, n_spm)
         out["snap"] = np.maximum(0.0, 3_000 - 0.3 * spm_income)
+        if "takes_up_snap_if_eligible" in a:  # take-up inputs matter, as in policyengine-us
+            out["snap"] = out["snap"] * np.asarray(a["takes_up_snap_if_eligible"], dtype=bool)
         out["tanf"] = np.where(spm_income < 5_000, 800.0, 0.0)
         out["ssi"] = np.where((age >= 65) & (earn < 10_000), 600.0, 0.0)
         out["medicaid_enrolled"] = _sum(earn, hh, n_hh)[hh] < 25_000

@@ -45,7 +45,7 @@ def test_matrix_matches_independent_cell_computation(toy_state):
     inputs = load_build_state(toy_state)
     matrix = full_matrix(toy_state)
     columns = list(range(0, inputs.n_columns, 7))
-    expected = expected_cells(inputs.data, inputs.geography, inputs.targets, get_simulator(TOY), columns)
+    expected = expected_cells(inputs.data, inputs.geography, inputs.targets, get_simulator(TOY), columns, takeup=True)
     coo = matrix.tocoo()
     got = {(int(r), int(c)): v for r, c, v in zip(coo.row, coo.col, coo.data) if c in set(columns)}
     assert got.keys() == expected.keys()

@@ -1,0 +1,19 @@
+"""The toy simulator, slowed down: each `compute` sleeps first, so a build lasts long enough to be raced
+(tests/reliability/test_concurrency.py). Same values as ToySimulator, so the matrix is the toy one."""
+
+from __future__ import annotations
+
+import time
+
+from tests.support.toy_simulator import ToySimulator
+
+
+class SlowToySimulator(ToySimulator):
+    """ToySimulator that sleeps `DELAY` seconds per compute call."""
+
+    name = "tests.support.slow_simulator:SlowToySimulator"
+    DELAY = 0.5
+
+    def compute(self, data, request):
+        time.sleep(self.DELAY)
+        return super().compute(data, request)
