@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
+from .crash_points import crash_point
 from .fsutil import atomic_write_json
 
 RUNNER_DIR = ".runner"
@@ -121,8 +122,39 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> Manifest:
+        """ValueError unless ``data`` has the shape ``to_json`` writes (a damaged file must not crash planning)."""
+        _check_shape(data)
         return cls(label=data["label"], id=data["id"], created=data["created"], files=data["files"],
                    dirs=list(data["dirs"]), symlinks=dict(data["symlinks"]), meta=dict(data["meta"]), path=path)
+
+
+_STAMPS = ("size", "mtime_ns", "ctime_ns", "inode", "nlink")
+
+
+def _check_shape(data: Any) -> None:
+    """Raise ValueError naming the first field of a manifest that is not what ``Manifest.to_json`` writes."""
+    def relative(rel: Any) -> bool:
+        return isinstance(rel, str) and bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
+
+    files, meta = data["files"], data["meta"]
+    parts = meta.get("parts", {}) if isinstance(meta, dict) else None
+    checks = {
+        "label/id": isinstance(data["label"], str) and isinstance(data["id"], str),
+        "created": isinstance(data["created"], (int, float)),
+        "files": isinstance(files, dict) and all(
+            relative(rel) and isinstance(e, dict) and all(type(e.get(k)) is int for k in _STAMPS)
+            and e.get("mode") in ("link", "copy") and isinstance(e.get("sha256", ""), str)
+            for rel, e in files.items()),
+        "dirs": isinstance(data["dirs"], list) and all(relative(d) for d in data["dirs"]),
+        "symlinks": isinstance(data["symlinks"], dict) and all(
+            relative(k) and isinstance(v, str) for k, v in data["symlinks"].items()),
+        "meta": isinstance(parts, dict) and isinstance(parts.get("params", {}), dict)
+        and isinstance(parts.get("upstream", []), list)
+        and all(isinstance(u, list) and len(u) == 2 for u in parts.get("upstream", [])),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"malformed {', '.join(bad)}")
 
 
 def _entry(st: os.stat_result, mode: str, path: Path) -> dict[str, Any]:
@@ -278,6 +310,7 @@ class CheckpointStore:
                 dst = files_dir / rel
                 mode = place_file(self.run_dir / rel, dst)
                 entries[rel] = _entry(os.lstat(dst), mode, dst)
+                crash_point("checkpoint-midway")
             manifest = Manifest(label=label, id=uuid.uuid4().hex, created=time.time(), files=entries,
                                 dirs=sorted(tree.dirs), symlinks=tree.symlinks, meta=meta, path=self.root / label)
             atomic_write_json(tmp / MANIFEST, manifest.to_json())
@@ -317,11 +350,18 @@ class CheckpointStore:
         self._restamp(inodes)
 
     def sweep(self) -> None:
-        """Remove temp and trash folders left by a runner that died mid-snapshot or mid-delete."""
-        if self.root.is_dir():
-            for path in self.root.iterdir():
-                if path.name.startswith((".tmp-", ".trash-")):
+        """Remove what a runner killed mid-snapshot, mid-delete or mid-write left: temp and trash folders (then
+        accept the ctime and link count their links moved on checkpointed files: our own link operations) and
+        temp files of metadata writes (``.journal.json.<pid>.<n>.tmp``)."""
+        inodes: set[int] = set()
+        for folder in (self.root, self.run_dir / RUNNER_DIR):
+            for path in folder.iterdir() if folder.is_dir() else ():
+                if path.name.startswith((".tmp-", ".trash-")) and path.is_dir():
+                    inodes |= {st.st_ino for st in scan(path, skip_top=None).files.values()}
                     shutil.rmtree(path, ignore_errors=True)
+                elif path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+                    path.unlink(missing_ok=True)
+        self._restamp(inodes)
 
     def restore(self, manifest: Manifest | None, keep: Collection[str] = ()) -> RestoreStats:
         """Make the live directory exactly equal ``manifest`` (None: empty). Refuses a damaged checkpoint.

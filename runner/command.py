@@ -61,6 +61,7 @@ class BaseCommand(abc.ABC):
       resumable -- True: after a failed or interrupted attempt the step restarts on top of its own partial
                    outputs (``state.dirty`` is True) instead of from a reset directory.
       params    -- argparse dests that define the step's output; changing one makes the step stale.
+    Override ``validate(args)`` to refuse bad input before the runner touches the run directory.
     """
 
     resumable: ClassVar[bool] = False
@@ -77,6 +78,14 @@ class BaseCommand(abc.ABC):
     @classmethod
     def add_arguments(cls, parser: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
         """Add the step's own flags. Called once per class, even when registered under two labels."""
+
+    @classmethod
+    def validate(cls, args: argparse.Namespace) -> None:
+        """Check the flags and input files this step will use; raise InputError (exit 2) when they are bad.
+
+        The runner calls it for every step about to run before it resets the directory, drops a checkpoint or
+        journals an attempt, so bad input changes nothing in the run directory. Default: nothing to check.
+        """
 
     @classmethod
     def code_identity(cls) -> str:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .crash_points import crash_point
+
 _counter = itertools.count()
 FSYNC = True  # flush metadata to disk before the rename; test suites may switch it off for speed
 
@@ -23,6 +25,7 @@ def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
             if fsync and FSYNC:
                 handle.flush()
                 os.fsync(handle.fileno())
+        crash_point(path.stem + "-before-rename")  # journal-before-rename, manifest-..., stamps-...
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -38,8 +38,8 @@ class Journal:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        except OSError as exc:
-            return self._unreadable(f"{exc.__class__.__name__}: {exc}")
+        except (OSError, UnicodeError) as exc:  # not UTF-8: garbage, read as empty history like bad JSON
+            return self._unreadable(f"{exc.__class__.__name__}: {str(exc)[:80]}")
         try:
             data = json.loads(text)
             records = data["records"]

@@ -152,7 +152,8 @@ class CommandRunner:
         """Create the run directory and the runner's folder; mark the directory as ours if we made it."""
         try:
             if self.run_dir.exists() and not self.run_dir.is_dir():
-                raise cli.UsageError(f"run directory {self.run_dir} exists and is not a directory")
+                raise cli.UsageError(f"run directory {self.run_dir} exists and is not a directory: "
+                                     "choose another run directory, or move the file away")
             made = not self.run_dir.exists() or not any(self.run_dir.iterdir())
             hidden = self.run_dir / RUNNER_DIR
             fresh = not hidden.exists()
@@ -166,7 +167,8 @@ class CommandRunner:
             if fresh and not made:
                 (hidden / ADOPT).write_text("snapshot the original contents as the base checkpoint\n")
         except OSError as exc:
-            raise cli.UsageError(f"cannot use run directory {self.run_dir}: {exc.strerror or exc}") from exc
+            raise cli.UsageError(f"cannot use run directory {self.run_dir}: {exc.strerror or exc}; "
+                                 "choose a run directory you can create and write to") from exc
 
     def log_path(self, label: str) -> Path:
         """The step's log file; a step may send its subprocesses' output there (Python prints go there already)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import cli
 from .checkpoints import BASE_LABEL, RUNNER_DIR, CheckpointStore, Manifest, remove_path
-from .command import BuildState
+from .command import BuildState, CommandError
 from .execution import EXIT_INTERRUPTED, Outcome, run_step
 from .fsutil import human_bytes
 from .journal import Journal
@@ -155,6 +155,9 @@ class Session:
         if not plan.to_run:
             self._print(f"nothing to run: every step up to {self.labels[plan.target]} is up to date")
             return RunResult(0, ran=(), skipped=skipped, state=self._state_after(plan.target))
+        refused = self._validate(plan, skipped)
+        if refused is not None:
+            return refused
         dirty = self._prepare(plan)
         previous = plan.base
         for count, status in enumerate(plan.to_run, 1):
@@ -165,6 +168,15 @@ class Session:
                                  tuple(self.ran), skipped)
             previous, dirty = manifest, False
         return RunResult(0, ran=tuple(self.ran), skipped=skipped, state=self._state_after(plan.target))
+
+    def _validate(self, plan: Plan, skipped: tuple[str, ...]) -> RunResult | None:
+        """Every step about to run checks its input first: bad input ends the run before anything is touched."""
+        for status in plan.to_run:
+            try:
+                status.step.cls.validate(self.ns)
+            except CommandError as exc:
+                return RunResult(exc.exit_code, f"step {status.label}: {exc}", skipped=skipped)
+        return None
 
     def _prepare(self, plan: Plan) -> bool:
         """Reset the directory to the base checkpoint unless resuming or --allow-dirty; returns ``dirty``."""

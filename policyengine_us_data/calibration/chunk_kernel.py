@@ -24,6 +24,7 @@ from policyengine_us_data.calibration.entity_clone import materialise_columns
 from policyengine_us_data.calibration.shards import write_shard
 from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest, Simulator, get_simulator
 from policyengine_us_data.datasets.household_data import HouseholdData
+from policyengine_us_data.utils.crash_points import crash_point
 
 NATIONAL, STATE, DISTRICT = 0, 1, 2
 
@@ -163,6 +164,7 @@ def run_chunk(plan: ChunkPlan, state_dir: str) -> ChunkResult:
     started = time.time()
     inputs = load_build_state(state_dir)
     entries = compute_entries(inputs, plan.col_start, plan.col_end)
+    crash_point("kernel-simulated")
     t = time.perf_counter()
     header = write_shard(
         plan.shard_path,

@@ -219,7 +219,7 @@ class ConstraintCache:
                              "`constraints` step.") from None
         try:
             return _from_parts(meta, data)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, OSError) as exc:
             raise InputError(f"constraint cache in {root} is damaged ({exc}); rerun the `constraints` "
                              "step.") from None
 

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from policyengine_us_data.calibration.shards import INT32_LIMIT, ShardHeader, ShardReader, read_shard_header
 from policyengine_us_data.errors import ShardError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
+from policyengine_us_data.utils.crash_points import crash_point
 
 PARTS = ("data.npy", "indices.npy", "indptr.npy")
 META_NAME = "csr.json"
@@ -137,6 +138,7 @@ def assemble_csr(
     cursor = indptr[:-1].astype(np.int64)
     for header in headers:
         _scatter(header, cursor, indices, data, lineage_signature)
+        crash_point("assembly-midway")
     if not np.array_equal(cursor, indptr[1:]):
         raise AssertionError("assembly filled rows unevenly: a bug in csr_stream")
     return _wrap(data, indices, indptr, n_rows, n_cols)
@@ -211,6 +213,7 @@ def assemble_csr_out_of_core(
             maps = {"data": data, "indices": indices}
             for header in headers:
                 _scatter(header, cursor, indices.array, data.array, lineage_signature, lambda n: maps[n].release())
+                crash_point("assembly-midway")
         finally:
             data.close()
             indices.close()

@@ -10,7 +10,10 @@ states and DC: 1). Counties and blocks are not assigned (-1 and "").
 
 from __future__ import annotations
 
+import struct
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,10 @@ import numpy as np
 
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_path
+
+# What np.load and zipfile raise on a damaged .npz (garbled zip records, headers, compression flags).
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, OverflowError, RuntimeError, NotImplementedError,
+                   struct.error, zlib.error, zipfile.BadZipFile, SyntaxError, tokenize.TokenError)
 
 # (abbreviation, fips, 2020 census resident population, House seats from the 2020 apportionment)
 STATES: tuple[tuple[str, int, int, int], ...] = (
@@ -113,7 +120,7 @@ class CloneGeography:
                 arrays = {k: npz[k] for k in npz.files}
         except FileNotFoundError:
             raise InputError(f"clone geography {path} does not exist; {fix}.") from None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        except NPZ_READ_ERRORS as exc:
             raise InputError(f"clone geography {path} is damaged or not an npz file ({exc}); {fix}.") from None
         needed = ("format", "n_records", "n_clones", "state_fips", "cd_geoid", "county_fips", "block_geoid")
         missing = [k for k in needed if k not in arrays]

@@ -28,6 +28,7 @@ import io
 import json
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ _READ_ERRORS = (
     OSError, EOFError, ValueError, KeyError, IndexError, TypeError, OverflowError,
     RuntimeError, NotImplementedError, RecursionError, MemoryError, struct.error, zlib.error,
     zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeError, json.JSONDecodeError,
+    SyntaxError, tokenize.TokenError,  # numpy parses a garbled .npy header with ast/tokenize
 )  # fmt: skip
 
 

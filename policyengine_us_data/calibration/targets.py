@@ -147,11 +147,12 @@ class TargetTable:
             if data.get("format") != TABLE_FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, expected {TABLE_FORMAT!r}")
             rows = tuple(TargetRow.from_json(r) for r in data["rows"])
+            notes = tuple(str(note) for note in data.get("notes", ()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TargetError(f"target table {path} is unreadable ({exc}); rebuild it from the database.") from exc
         if [r.row for r in rows] != list(range(len(rows))):
             raise TargetError(f"target table {path}: row indices are not 0..n-1; rebuild it.")
-        return cls(rows, data.get("year"), tuple(data.get("notes", ())))
+        return cls(rows, data.get("year"), notes)
 
     def write_csv(self, path: str | Path) -> None:
         """A human-readable copy (domain as its label list)."""

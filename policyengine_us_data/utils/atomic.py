@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from policyengine_us_data.utils.crash_points import crash_point
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -45,6 +47,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
         if fsync:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
+        crash_point("atomic-before-rename")
         os.replace(tmp, target)
         if fsync:
             _fsync_dir(target.parent)

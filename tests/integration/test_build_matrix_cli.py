@@ -7,6 +7,7 @@ is shared by the module; each test then drives the runner the way a person would
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 
 import numpy as np
@@ -53,15 +54,16 @@ def built(tmp_path_factory, pe_simulator):
 
 def test_outputs_exist_and_describe_the_matrix(built):
     matrix = load_matrix(built)
-    lines = (built / "matrix" / "targets.csv").read_text().splitlines()
-    assert lines[0].split(",")[:3] == ["row", "target_id", "name"]
+    lines = list(csv.reader((built / "matrix" / "targets.csv").open()))
+    assert lines[0][:3] == ["row", "target_id", "name"]
     assert len(lines) - 1 == matrix.shape[0] and matrix.shape[1] == 80
     meta = json.loads((built / "matrix" / "metadata.json").read_text())
     assert meta["nnz"] == matrix.nnz and meta["lineage_signature"]
     report = json.loads((built / "report.json").read_text())
     assert report and (built / "report.md").read_text().startswith("#")
     assert (built / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    levels = {line.split(",")[4] for line in lines[1:]}
+    assert [int(line[0]) for line in lines[1:]] == list(range(matrix.shape[0]))
+    levels = {line[4] for line in lines[1:]}
     assert levels == {"national", "state", "district"}
 
 
@@ -71,7 +73,8 @@ def test_matrix_equals_the_non_chunked_builder(built):
     geography = CloneGeography.load(built / "dataset" / "geography.npz")
     _, reference, names = builder.build_matrix(geography)
     assert_same(load_matrix(built), reference)
-    assert names[0] == (built / "matrix" / "targets.csv").read_text().splitlines()[1].split(",")[2]
+    rows = list(csv.reader((built / "matrix" / "targets.csv").open()))[1:]
+    assert names == [row[2] for row in rows]
 
 
 def test_reset_to_dispatch_reruns_only_verify_and_assemble(built):

@@ -88,7 +88,10 @@ def test_same_matrix_for_other_chunk_sizes(real_state, reference, tmp_path, chun
 
 def test_cells_match_a_direct_simulation_of_each_household(real_state, reference, pe_simulator):
     inputs = load_build_state(real_state)
-    columns = [0, 13, 49, 50, 77, 99]
+    reform_rows = [row.row for row in inputs.targets.rows if row.reform_id > 0]
+    reform_cols = reference[reform_rows].nonzero()[1]
+    assert len(reform_cols), "no household has a non-zero reform cell: the fixture needs one"
+    columns = sorted({0, 13, 49, 50, 77, 99, int(reform_cols[0])})
     expected = expected_cells(inputs.data, inputs.geography, inputs.targets, pe_simulator, columns, takeup=True)
     coo = reference.tocoo()
     wanted = set(columns)

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from tests.support.toy_simulator import ToySimulator
 
 
 class SlowToySimulator(ToySimulator):
-    """ToySimulator that sleeps `DELAY` seconds per compute call."""
+    """ToySimulator that sleeps `DELAY` seconds per compute call (env SLOW_TOY_DELAY overrides the default)."""
 
     name = "tests.support.slow_simulator:SlowToySimulator"
-    DELAY = 0.5
+    DELAY = float(os.environ.get("SLOW_TOY_DELAY", "0.5"))
 
     def compute(self, data, request):
         time.sleep(self.DELAY)

@@ -172,8 +172,13 @@ def test_pipeline_cli_args_give_one_flag_per_input():
     off = app_module.pipeline_cli_args(chunked_matrix=False, parallel=False, num_workers=1, n_clones=1, chunk_size=1)
     assert off[:2] == ["--no-chunked-matrix", "--no-parallel"]
     argv = app_module.coordinator_argv("r1", args)
-    assert argv[-6:] == ["--run-id", "r1", "--chunk-dir", "/staging/r1/matrix_chunks",
-                         "--package-output", "/staging/r1/package"]
+    from policyengine_us_data.calibration.unified_calibration import build_parser
+
+    ns = build_parser().parse_args(argv)  # every flag is one the CLI accepts
+    assert (ns.chunked_matrix, ns.parallel, ns.num_matrix_workers, ns.n_clones, ns.chunk_size) == (True, True, 7, 3, 11)
+    assert ns.run_id == "r1" and ns.chunk_dir == "/staging/r1/matrix_chunks"
+    assert ns.package_output == "/staging/r1/package/calibration_package.pkl"
+    assert ns.output_dir == "/staging/r1/output"
 
 
 def test_coordinator_runs_the_cli_and_returns_the_report(tmp_path, monkeypatch):

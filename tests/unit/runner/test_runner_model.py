@@ -3,7 +3,8 @@
 The model knows only this: steps form a chain; a step is up to date when it has an intact checkpoint taken with
 today's parameters; the first stale step up to the target runs, and every step after it up to the target too;
 running a step forgets its own and all later checkpoints; a failed resumable step resumes (dirty) on the next
-run when nothing else happened in between and its parameters are unchanged.
+run when nothing else happened in between and its parameters are unchanged; a resumable step whose own
+checkpoint was tampered with is repaired (runs dirty, on top of its own outputs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 LABELS = ("prepare", "cache", "dispatch", "verify")
@@ -45,7 +46,8 @@ class Model:
         if first is None:
             return [], 0, False
         label = LABELS[first]
-        dirty = label in RESUMABLE and self.unfinished == (label, self.param(label))
+        damaged = self.ckpt.get(label, {}).get("damaged", False)
+        dirty = label in RESUMABLE and (self.unfinished == (label, self.param(label)) or damaged)
         ran = []
         for i in range(first, target + 1):
             label = LABELS[i]
@@ -132,6 +134,9 @@ def _apply(op: tuple, runner, model: Model, run_dir: Path) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(operations, min_size=1, max_size=10))
+@example(ops=[("run", 3, False, None), ("tamper", 2), ("run", 3, False, None)])  # repair of a resumable step
+@example(ops=[("run", 3, False, None), ("tamper", 2), ("param", "chunk_size", 2), ("run", 2, False, None)])
+@example(ops=[("run", 2, False, ("dispatch", "command")), ("tamper", 1), ("run", 3, False, None)])
 def test_planner_agrees_with_the_model(ops, make_runner, tmp_path):
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         run_dir = Path(tmp) / "run"

@@ -1,0 +1,192 @@
+"""Corruption: damaged shards are named, recomputed alone, and never taken for good ones; a checkpoint whose
+files were edited in place is repaired from (dispatch) or refused (--reset-to), never restored from.
+
+One toy build per module is the reference. Each shard-damage case works on a copy of its live `state/` and
+`chunks/` through the domain API the `verify` and `dispatch` steps use (`assembler_for(layout).classify()`,
+`ChunkedMatrixAssembler(...).dispatch()` with resume); the runner cases build their own small run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from commands.layout import RunLayout
+from commands.verify_shards import assembler_for
+from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
+from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
+from policyengine_us_data.calibration.shards import shard_path
+from tests.reliability.conftest import (
+    _stub_figure,
+    main_in_process,
+    manifest_chunks,
+    read_matrix,
+    toy_args,
+    tree_state,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, toy_db):
+    """One uninterrupted toy build (5 chunks): its run directory, matrix and manifest records."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("policyengine_us_data.outputs.report_figure.render_figure", _stub_figure)
+        assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    return run_dir, read_matrix(run_dir), manifest_chunks(run_dir)
+
+
+def _flip_middle_byte(path: Path) -> None:
+    """Flip every bit of the byte in the middle of the file, in place (same inode, same size)."""
+    with open(path, "r+b") as handle:
+        middle = os.fstat(handle.fileno()).st_size // 2
+        handle.seek(middle)
+        byte = handle.read(1)
+        handle.seek(middle)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def truncate(chunks: Path) -> set[int]:
+    path = shard_path(chunks, 1)
+    os.truncate(path, path.stat().st_size // 2)
+    return {1}
+
+
+def bit_flip(chunks: Path) -> set[int]:
+    _flip_middle_byte(shard_path(chunks, 2))
+    return {2}
+
+
+def delete(chunks: Path) -> set[int]:
+    shard_path(chunks, 3).unlink()
+    return {3}
+
+
+def duplicate(chunks: Path) -> set[int]:
+    shutil.copyfile(shard_path(chunks, 0), shard_path(chunks, 4))  # chunk 4's path now holds chunk 0
+    return {4}
+
+
+def swap(chunks: Path) -> set[int]:
+    a, b, tmp = shard_path(chunks, 1), shard_path(chunks, 3), chunks / "swap.tmp"
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+    return {1, 3}
+
+
+def everything(chunks: Path) -> set[int]:
+    """Several kinds at once: truncate 1, flip 2, delete 3, duplicate 0 over 4."""
+    return truncate(chunks) | bit_flip(chunks) | delete(chunks) | duplicate(chunks)
+
+
+DAMAGE = [truncate, bit_flip, delete, duplicate, swap, everything]
+
+
+def _copy_live(reference_dir: Path, dest: Path) -> RunLayout:
+    """The live outputs dispatch and verify read (not the runner's checkpoints, which share inodes)."""
+    for name in ("state", "chunks"):
+        shutil.copytree(reference_dir / name, dest / name)
+    return RunLayout(dest)
+
+
+def _matrix_arrays(csr) -> tuple:
+    return csr.data, csr.indices, csr.indptr, csr.shape
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=[d.__name__ for d in DAMAGE])
+def test_verify_names_the_damaged_chunks_and_dispatch_recomputes_only_those(damage, reference, tmp_path):
+    ref_dir, ref_matrix, ref_records = reference
+    layout = _copy_live(ref_dir, tmp_path)
+    damaged = damage(layout.chunk_dir)
+
+    plan = assembler_for(layout).classify()  # the verify step's check (deep: every byte hashed)
+    assert set(plan.reasons) == damaged, plan.reasons
+    assert {c.chunk_id for c in plan.done} == set(range(5)) - damaged
+
+    untouched = {cid: os.stat(shard_path(layout.chunk_dir, cid)) for cid in set(range(5)) - damaged}
+    assembler = ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=25,
+                                       dispatcher=LocalChunkDispatcher(workers=1), resume=True, progress=False)
+    recomputed = assembler.dispatch()
+    assert {c.chunk_id for c in recomputed.todo} == damaged
+
+    records = manifest_chunks(layout.run_dir)
+    for cid in range(5):
+        if cid in damaged:
+            assert records[cid]["attempts"] == ref_records[cid]["attempts"] + 1, cid
+            assert records[cid]["checksum"] == ref_records[cid]["checksum"], cid  # the same content again
+        else:
+            assert records[cid] == ref_records[cid], cid  # not computed again
+            st = os.stat(shard_path(layout.chunk_dir, cid))
+            assert (st.st_ino, st.st_mtime_ns) == (untouched[cid].st_ino, untouched[cid].st_mtime_ns)
+
+    assert assembler_for(layout).classify().reasons == {}
+    data, indices, indptr, shape = _matrix_arrays(assembler.assemble())
+    assert shape == ref_matrix.shape
+    for got, want in ((data, ref_matrix.data), (indices, ref_matrix.indices), (indptr, ref_matrix.indptr)):
+        assert np.array_equal(got, want)
+
+
+def test_the_verify_step_names_every_damaged_chunk(reference, tmp_path, toy_db, fast_report, capsys):
+    """Through the runner: damage out of place (the checkpoint keeps the good inodes), verify the live
+    directory as it is (--allow-dirty): exit 1, one message naming each damaged chunk."""
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    chunks = run_dir / "chunks"
+    for cid in (1, 3):  # replace with damaged copies: new inodes, so the checkpoint keeps the good ones
+        damaged = chunks / f"damaged-{cid}"
+        shutil.copyfile(shard_path(chunks, cid), damaged)
+        os.truncate(damaged, damaged.stat().st_size - 100)
+        os.replace(damaged, shard_path(chunks, cid))
+    shard_path(chunks, 4).unlink()
+    capsys.readouterr()
+    code = main_in_process(["--run-dir", str(run_dir), "--to", "verify", "--force", "--allow-dirty", "--deep"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "3 damaged chunk(s)" in err and all(f"chunk {cid}:" in err for cid in (1, 3, 4)), err
+    assert "chunk 0:" not in err and "chunk 2:" not in err
+    assert "Traceback" not in err
+
+
+def test_a_shard_edited_in_place_inside_the_checkpoint_is_repaired_alone(tmp_path, toy_db, fast_report, capsys):
+    run_dir = tmp_path / "run"
+    args = toy_args(run_dir, toy_db)
+    assert main_in_process(args) == 0
+    expected, before = read_matrix(run_dir), manifest_chunks(run_dir)
+    _flip_middle_byte(shard_path(run_dir / "chunks", 2))  # the live file IS the checkpointed inode
+    capsys.readouterr()
+
+    assert main_in_process(args) == 0
+    out = capsys.readouterr().out
+    assert "repairing dispatch" in out
+    assert "dispatch: running (outputs modified since the checkpoint: chunks/chunk_000002.npz" in out
+    after = manifest_chunks(run_dir)
+    assert after[2]["attempts"] == before[2]["attempts"] + 1
+    assert {cid: r for cid, r in after.items() if cid != 2} == {cid: r for cid, r in before.items() if cid != 2}
+    assert read_matrix(run_dir) == expected
+
+
+def test_reset_to_a_checkpoint_damaged_in_place_is_refused(tmp_path, toy_db, fast_report, capsys):
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    _flip_middle_byte(shard_path(run_dir / "chunks", 0))
+    checkpoints = sorted(p.name for p in (run_dir / ".runner" / "checkpoints").iterdir())
+    before = {k: v for k, v in tree_state(run_dir).items() if not k.startswith(".runner")}
+    capsys.readouterr()
+
+    code = main_in_process(["--run-dir", str(run_dir), "--reset-to", "dispatch"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "checkpoint 'dispatch' is damaged" in err and "chunks/chunk_000000.npz" in err
+    assert "Refusing to restore" in err and "--to dispatch" in err  # the problem and the fix
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    after = {k: v for k, v in tree_state(run_dir).items() if not k.startswith(".runner")}
+    assert after == before, "a refused reset must not restore anything"
+    assert (run_dir / "matrix" / "X.npz").exists()  # the reset would have removed assemble's outputs
+    assert sorted(p.name for p in (run_dir / ".runner" / "checkpoints").iterdir()) == checkpoints
