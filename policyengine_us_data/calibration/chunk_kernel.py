@@ -19,11 +19,11 @@ import numpy as np
 
 from policyengine_us_data.calibration.build_state import BuildInputs, load_build_state
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
-from policyengine_us_data.calibration.constraints import RowGroup, any_member, person_mask, sum_to_household
+from policyengine_us_data.calibration.cell_rules import household_values, is_count_variable
+from policyengine_us_data.calibration.constraints import RowGroup
 from policyengine_us_data.calibration.entity_clone import materialise_columns
 from policyengine_us_data.calibration.shards import write_shard
-from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest, Simulator, get_simulator
-from policyengine_us_data.datasets.household_data import HouseholdData
+from policyengine_us_data.calibration.simulator import SimulationRequest, Simulator, get_simulator
 from policyengine_us_data.utils.crash_points import crash_point
 
 NATIONAL, STATE, DISTRICT = 0, 1, 2
@@ -41,11 +41,6 @@ class ChunkEntries:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def is_count_variable(variable: str) -> bool:
-    """`person_count`, `household_count`, `tax_unit_count`, ...: counted from structure, not simulated."""
-    return variable.endswith("_count")
-
-
 def simulation_request(inputs: BuildInputs, simulator: Simulator) -> SimulationRequest:
     """What to simulate for this build's target rows."""
     cache = inputs.cache
@@ -57,35 +52,6 @@ def simulation_request(inputs: BuildInputs, simulator: Simulator) -> SimulationR
         person_variables=tuple(sorted(cache.constraint_variables)),
         reform_variables=tuple(sorted(cache.reform_variables)),
     )
-
-
-def _entity_indices(data: HouseholdData, entity: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(person -> entity position, entity -> household position, number of entities)."""
-    if entity == "household":
-        n = data.n_households
-        return data.person_entity_index("household"), np.arange(n), n
-    return data.person_entity_index(entity), data.entity_household_index(entity), data.n_entities(entity)
-
-
-def household_values(
-    group: RowGroup, data: HouseholdData, out: SimulationOutput, simulator: Simulator
-) -> np.ndarray:
-    """The group's value per household, following the cell rules of domain.md."""
-    pmask = person_mask(out.per_person, group.domain, data.n_persons)
-    person_hh = data.person_entity_index("household")
-    if group.reform_id > 0:
-        entity = "tax_unit"
-        values = out.income_tax[group.variable].astype(np.float64) - out.income_tax[""].astype(np.float64)
-    else:
-        entity = simulator.entity_of(group.variable)
-        values = None if is_count_variable(group.variable) else out.own_entity[group.variable].astype(np.float64)
-    if entity == "person":
-        weights = pmask.astype(np.float64) if values is None else values * pmask
-        return sum_to_household(weights, person_hh, data.n_households)
-    person_entity, entity_hh, n_entities = _entity_indices(data, entity)
-    qualifies = any_member(pmask, person_entity, n_entities)
-    weights = qualifies.astype(np.float64) if values is None else values * qualifies
-    return sum_to_household(weights, entity_hh, data.n_households)
 
 
 def _column_geo_ids(inputs: BuildInputs, col_start: int, col_end: int) -> dict[int, np.ndarray]:
@@ -144,7 +110,7 @@ def compute_entries(
     t = time.perf_counter()
     column_geo = _column_geo_ids(inputs, col_start, col_end)
     parts = [
-        group_entries(g, household_values(g, data, out, simulator), inputs.cache, column_geo)
+        group_entries(g, household_values(g, data, out, simulator.entity_of), inputs.cache, column_geo)
         for g in inputs.cache.groups
     ]
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)

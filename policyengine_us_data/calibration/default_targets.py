@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from policyengine_us_data.calibration.constraints import any_member, person_mask, sum_to_household
+from policyengine_us_data.calibration.cell_rules import household_values
 from policyengine_us_data.calibration.geography import SEATS
 from policyengine_us_data.calibration.target_db import StratumSpec, TargetSpec, write_database
 from policyengine_us_data.calibration.targets import Constraint
@@ -103,24 +103,6 @@ def target_specs() -> list[Spec]:
     ]
     specs += [Spec(variable, levels=(NATIONAL,), reform_id=rid) for rid, variable in REFORMS.items()]
     return specs
-
-
-def household_values(spec: Spec, data: Any, out: Any, entity_of: Callable[[str], str]) -> np.ndarray:
-    """The spec's unweighted value per household, by the cell rules of domain.md."""
-    pmask = person_mask(out.per_person, spec.domain, data.n_persons)
-    if spec.reform_id:
-        entity = "tax_unit"
-        values = np.asarray(out.income_tax[spec.variable], float) - np.asarray(out.income_tax[""], float)
-    else:
-        entity = entity_of(spec.variable)
-        values = None if spec.variable.endswith("_count") else np.asarray(out.own_entity[spec.variable], float)
-    person_household = data.person_entity_index("household")
-    if entity == "person":
-        weights = pmask.astype(float) if values is None else values * pmask
-        return sum_to_household(weights, person_household, data.n_households)
-    qualifies = any_member(pmask, data.person_entity_index(entity), data.n_entities(entity))
-    weights = qualifies.astype(float) if values is None else values * qualifies
-    return sum_to_household(weights, data.entity_household_index(entity), data.n_households)
 
 
 def dataset_fingerprint(data: Any) -> str:
