@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else argv
     run_dir, rest = _split_run_dir(argv)
+    if "-h" in rest or "--help" in rest:
+        print(f"build-matrix: --run-dir DIR  the run directory (default ./{DEFAULT_RUN_DIR}, or $BUILD_MATRIX_RUN_DIR)")
     runner = build_matrix_runner(run_dir)
     code = runner.main(rest)
     line = summary_line(Path(run_dir))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, read_json, write_json
 from policyengine_us_data.calibration.build_state import write_build_state
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
 from policyengine_us_data.calibration.chunk_dispatch.modal_backend import lookup_worker
+from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir as volume_chunk_dir
 from policyengine_us_data.calibration.chunked_matrix_assembler import (
     ChunkBuildError,
     ChunkedMatrixAssembler,
@@ -103,6 +105,8 @@ class DispatchChunks(BaseCommand):
         report = assembler.report
         write_json(layout.dispatch_summary, {
             "chunk_size": args.chunk_size,
+            "chunk_dir": str(assembler.chunk_dir),
+            "run_id": getattr(dispatcher, "run_id", None),
             "backend": args.backend,
             "workers": args.workers if args.backend == "local" else args.num_matrix_workers,
             "chunks": len(resume_plan.todo) + len(resume_plan.done),
@@ -118,13 +122,22 @@ class DispatchChunks(BaseCommand):
         LOG.info("dispatch: %d chunks computed, %d reused", len(resume_plan.todo), len(resume_plan.done))
 
     @staticmethod
+    def _chunk_dir(layout: RunLayout, dispatcher) -> Path:
+        """Local shards live in the run directory; Modal's where the workers write them, on the volume."""
+        if isinstance(dispatcher, ModalChunkDispatcher):
+            return volume_chunk_dir(dispatcher.volume_root, dispatcher.run_id)
+        return layout.chunk_dir
+
+    @staticmethod
     def _constraints(layout: RunLayout) -> dict:
         return read_json(layout.constraints_summary)
 
     def _assembler(self, layout: RunLayout, dispatcher) -> ChunkedMatrixAssembler:
         """Resume on top of our own shards; shards of another lineage (changed inputs) are ours to drop."""
+        chunk_dir = self._chunk_dir(layout, dispatcher)
+
         def make(resume: bool) -> ChunkedMatrixAssembler:
-            return ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=self.args.chunk_size,
+            return ChunkedMatrixAssembler(layout.state_dir, chunk_dir, chunk_size=self.args.chunk_size,
                                           dispatcher=dispatcher, resume=resume)
         assembler = make(True)
         try:

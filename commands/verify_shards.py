@@ -18,7 +18,8 @@ LOG = logging.getLogger(__name__)
 def assembler_for(layout: RunLayout, *, deep: bool = True) -> ChunkedMatrixAssembler:
     """The coordinator of the chunks dispatch made (same state, directory and chunk size)."""
     summary = read_json(layout.dispatch_summary)
-    return ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=summary["chunk_size"],
+    chunk_dir = summary.get("chunk_dir") or layout.chunk_dir  # on the staging volume for --backend modal
+    return ChunkedMatrixAssembler(layout.state_dir, chunk_dir, chunk_size=summary["chunk_size"],
                                   deep_verify=deep, progress=False)
 
 
