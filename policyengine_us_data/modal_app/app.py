@@ -23,11 +23,9 @@ from policyengine_us_data.calibration.chunk_dispatch.base import traceback_excer
 from policyengine_us_data.calibration.chunk_dispatch.worker import CHUNK_DIRNAME, run_worker_batch
 from policyengine_us_data.modal_app import (
     APP_NAME,
-    COORDINATOR_FUNCTION,
     MAX_CONTAINERS,
     STAGING_MOUNT,
     STAGING_VOLUME_NAME,
-    WORKER_FUNCTION,
 )
 from policyengine_us_data.modal_app.images import image
 

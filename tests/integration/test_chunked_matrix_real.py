@@ -18,7 +18,6 @@ from policyengine_us_data.calibration.chunk_kernel import compute_entries
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
 from policyengine_us_data.calibration.geography import assign_geography
 from policyengine_us_data.calibration.lineage import ChunkManifest
-from policyengine_us_data.calibration.simulator import get_simulator
 from policyengine_us_data.calibration.targets import load_targets
 from policyengine_us_data.calibration.unified_matrix_builder import reference_csr
 from policyengine_us_data.datasets.synthetic import generate_synthetic

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from policyengine_us_data.calibration.build_state import write_build_state
