@@ -105,7 +105,8 @@ class DispatchChunks(BaseCommand):
         report = assembler.report
         write_json(layout.dispatch_summary, {
             "chunk_size": args.chunk_size,
-            "chunk_dir": str(assembler.chunk_dir),
+            # only off-directory shards (the Modal volume) are named; local ones move with the run directory
+            "chunk_dir": None if assembler.chunk_dir == layout.chunk_dir else str(assembler.chunk_dir),
             "run_id": getattr(dispatcher, "run_id", None),
             "backend": args.backend,
             "workers": args.workers if args.backend == "local" else args.num_matrix_workers,
