@@ -55,7 +55,9 @@ class DispatchChunks(BaseCommand):
         parser.add_argument("--num-matrix-workers", type=int, default=50,
                             help="Modal containers to fan out to (default %(default)s)")
         parser.add_argument("--run-id", default=None, help="Modal run id; reuse it to resume on the volume")
-        parser.add_argument("--keep-chunks", action="store_true", help="keep the shards after assembly")
+        parser.add_argument("--keep-chunks", action="store_true",
+                            help="accepted for parity with unified_calibration: shards are this step's output, "
+                                 "so the runner always keeps them (checkpointed, or on the Modal volume)")
         parser.add_argument("--skip-takeup-rerandomize", action="store_true",
                             help="keep the dataset's take-up inputs instead of re-drawing them per clone")
 

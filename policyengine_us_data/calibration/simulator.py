@@ -7,6 +7,7 @@ stored in the build state, so a worker process or container resolves the same si
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import tempfile
@@ -146,17 +147,25 @@ class PolicyEngineSimulator:
         with tempfile.TemporaryDirectory(prefix="pe-chunk-") as tmp:
             path = os.path.join(tmp, "chunk.h5")
             write_dataset(path, data)
-            sim = self._simulation(dataset=path)
-            for variable in request.target_variables:
-                output.own_entity[variable] = self._calculate(sim, variable, data.period)
-            for variable in request.person_variables:
-                output.per_person[variable] = self._per_person(sim, variable, data)
-            if request.reform_variables:
-                output.income_tax[""] = self._calculate(sim, INCOME_TAX, data.period)
+            self._baseline(path, data, request, output)
+            gc.collect()  # simulations hold reference cycles; free one before the next is built
             for variable in request.reform_variables:
-                reformed = self._neutralised(path, variable, data)
-                output.income_tax[variable] = self._calculate(reformed, INCOME_TAX, data.period)
+                output.income_tax[variable] = self._reform_income_tax(path, variable, data)
+                gc.collect()
         return output
+
+    def _reform_income_tax(self, path: str, variable: str, data: HouseholdData) -> np.ndarray:
+        return self._calculate(self._neutralised(path, variable, data), INCOME_TAX, data.period)
+
+    def _baseline(self, path: str, data: HouseholdData, request: SimulationRequest, output: SimulationOutput) -> None:
+        """Every baseline array from one simulation (released when this returns)."""
+        sim = self._simulation(dataset=path)
+        for variable in request.target_variables:
+            output.own_entity[variable] = self._calculate(sim, variable, data.period)
+        for variable in request.person_variables:
+            output.per_person[variable] = self._per_person(sim, variable, data)
+        if request.reform_variables:
+            output.income_tax[""] = self._calculate(sim, INCOME_TAX, data.period)
 
     def _neutralised(self, path: str, variable: str, data: HouseholdData):
         """A simulation under the (per-process, cached) system with `variable` neutralised."""
