@@ -124,6 +124,9 @@ class PolicyEngineSimulator:
         # The instance policyengine-us builds at import: a second one would cost ~30 s more.
         self._system = system
         self._reformed: dict[str, object] = {}
+        # The loaded system lives as long as the process: keep the collector from walking its
+        # millions of objects (~1 s per full collection) each time a simulation is released.
+        gc.freeze()
 
     @property
     def system(self):
@@ -171,6 +174,7 @@ class PolicyEngineSimulator:
         """A simulation under the (per-process, cached) system with `variable` neutralised."""
         if variable not in self._reformed:
             self._reformed[variable] = neutralising_reform(variable)(self._system)
+            gc.freeze()  # cached for the process's lifetime, like the base system
         return self._simulation(dataset=path, tax_benefit_system=self._reformed[variable])
 
     def _per_person(self, sim, variable: str, data: HouseholdData) -> np.ndarray:
