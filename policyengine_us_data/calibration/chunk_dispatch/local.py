@@ -43,9 +43,14 @@ KILL_GRACE_SECONDS = 5.0
 
 
 def _init_worker(kernel: Kernel, parent: int | None = None) -> None:
-    """Pool initializer: the parent alone decides when to stop, so workers ignore Ctrl-C, and die with it."""
+    """Pool initializer: the parent alone decides when to stop, so workers ignore Ctrl-C, and die with it.
+
+    A forked worker inherits the parent's Python signal handlers; a SIGTERM handler that raises (a runner
+    step's, say) would print a traceback from every worker the pool terminates. SIGTERM just ends a worker.
+    """
     global _WORKER_KERNEL
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if parent is not None:
         _die_with_parent(parent)
     _WORKER_KERNEL = kernel

@@ -98,6 +98,31 @@ def test_pool_survives_a_worker_dying(tmp_path, state_dir):
     assert not psutil.Process().children()
 
 
+class _SignalRecordingKernel(FakeKernel):
+    """Writes, beside each shard, which SIGTERM action the worker running it had."""
+
+    def __call__(self, plan, state_dir):
+        handler = signal.getsignal(signal.SIGTERM)
+        Path(plan.shard_path + ".sigterm").write_text("default" if handler == signal.SIG_DFL else repr(handler))
+        return super().__call__(plan, state_dir)
+
+
+def test_pool_workers_do_not_inherit_a_raising_sigterm_handler(tmp_path, state_dir):
+    """A runner step turns SIGTERM into an exception; a forked worker must not, or every worker the pool
+    terminates after a crash prints a traceback."""
+    def raising(signum, frame):
+        raise RuntimeError("the parent's handler ran in a worker")
+
+    previous = signal.signal(signal.SIGTERM, raising)
+    try:
+        plans = make_plans(tmp_path, 4)
+        LocalChunkDispatcher(workers=2, kernel=_SignalRecordingKernel(tmp_path / "a"), warm_up=False).dispatch(
+            plans, str(state_dir))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert {Path(p.shard_path + ".sigterm").read_text() for p in plans} == {"default"}
+
+
 def test_serial_ctrl_c_leaves_only_whole_shards(tmp_path, state_dir):
     kernel = FakeKernel(tmp_path / "attempts", interrupt={2})
     plans = make_plans(tmp_path / "chunks", 4)
