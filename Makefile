@@ -21,7 +21,7 @@ run: $(STAMP)
 	bin/build-matrix --to assemble
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25 tests
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

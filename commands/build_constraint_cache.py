@@ -46,6 +46,11 @@ class BuildConstraintCache(BaseCommand):
         parser.add_argument("--target-ids", default=None, metavar="ID1,ID2", help="keep only these target ids")
         parser.add_argument("--simulator", default="policyengine", help=argparse.SUPPRESS)
 
+    @classmethod
+    def input_files(cls, args: argparse.Namespace) -> list[str]:
+        """The target database (the user's, or the embedded one): editing it makes this step stale."""
+        return [args.db or str(default_targets_path())]
+
     @staticmethod
     def select(args: argparse.Namespace) -> tuple[str, TargetTable]:
         """(database path, the selected and checked target rows); InputError when the database or filters are bad."""

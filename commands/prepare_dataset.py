@@ -42,6 +42,11 @@ class PrepareDataset(BaseCommand):
         parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for data, sampling and geography")
 
     @classmethod
+    def input_files(cls, args: argparse.Namespace) -> list[str]:
+        """The user's dataset: editing it in place makes this step stale."""
+        return [args.dataset] if args.dataset else []
+
+    @classmethod
     def validate(cls, args: argparse.Namespace) -> None:
         """Refuse bad counts and a missing or invalid dataset before the runner touches the run directory."""
         with domain_errors():

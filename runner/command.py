@@ -12,7 +12,7 @@ import hashlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .runner import CommandRunner
@@ -61,7 +61,8 @@ class BaseCommand(abc.ABC):
       resumable -- True: after a failed or interrupted attempt the step restarts on top of its own partial
                    outputs (``state.dirty`` is True) instead of from a reset directory.
       params    -- argparse dests that define the step's output; changing one makes the step stale.
-    Override ``validate(args)`` to refuse bad input before the runner touches the run directory.
+    Override ``input_files(args)`` to name files read from outside the run directory (their content joins the
+    fingerprint) and ``validate(args)`` to refuse bad input before the runner touches the run directory.
     """
 
     resumable: ClassVar[bool] = False
@@ -86,6 +87,15 @@ class BaseCommand(abc.ABC):
         The runner calls it for every step about to run before it resets the directory, drops a checkpoint or
         journals an attempt, so bad input changes nothing in the run directory. Default: nothing to check.
         """
+
+    @classmethod
+    def input_files(cls, args: argparse.Namespace) -> Sequence[str | Path]:
+        """Files outside the run directory whose content defines the step's output (a dataset, a database).
+
+        Editing one in place makes the step stale ("input file changed: PATH"); copying or touching it does
+        not. Default: none.
+        """
+        return ()
 
     @classmethod
     def code_identity(cls) -> str:

@@ -1,8 +1,8 @@
 """Planning: which steps are up to date, which must run, and a reason a person can act on for each.
 
 A step is up to date when its checkpoint exists and is intact and its fingerprint matches. The fingerprint is
-built from its declared ``params`` (argparse dests), the identity of its code, and the checkpoint ids of the
-steps before it. The first step that is not up to date runs, and every later step up to the target runs after
+built from its declared ``params`` (argparse dests), the content of its declared input files, the identity of
+its code, and the checkpoint ids of the steps before it. The first step that is not up to date runs, and every later step up to the target runs after
 it (their upstream checkpoints are about to change).
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from .checkpoints import BASE_LABEL, CheckpointError, CheckpointStore, Manifest
 from .command import BaseCommand
+from .inputs import MISSING, InputDigests
 from .journal import UNFINISHED, Journal
 
 
@@ -80,14 +81,21 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def step_parts(step: Step, args: argparse.Namespace, upstream: list[list[str]]) -> dict[str, Any]:
-    """The fingerprint's parts: params, code identity, and the checkpoint ids of the steps before."""
+def step_parts(step: Step, args: argparse.Namespace, upstream: list[list[str]],
+               inputs: InputDigests | None = None) -> dict[str, Any]:
+    """The fingerprint's parts: params, input file digests (when the step names any), code identity, and the
+    checkpoint ids of the steps before."""
     params = {}
     for dest in step.cls.params:
         if not hasattr(args, dest):
             raise ParamError(f"step {step.label!r} declares param {dest!r} but no argument has that dest")
         params[dest] = jsonable(getattr(args, dest))
-    return {"params": params, "code": step.cls.code_identity(), "upstream": [list(u) for u in upstream]}
+    parts: dict[str, Any] = {"params": params, "code": step.cls.code_identity(),
+                             "upstream": [list(u) for u in upstream]}
+    files = list(step.cls.input_files(args))
+    if files:
+        parts["inputs"] = (inputs or InputDigests()).digests(files)
+    return parts
 
 
 def fingerprint(parts: dict[str, Any]) -> str:
@@ -106,6 +114,10 @@ def compare_parts(stored: dict[str, Any], current: dict[str, Any]) -> str | None
                for dest in sorted(set(old) | set(new)) if old.get(dest) != new.get(dest)]
     if changes:
         return "; ".join(changes)
+    old_inputs, new_inputs = stored.get("inputs", {}), current.get("inputs", {})
+    for path in sorted(set(old_inputs) | set(new_inputs)):
+        if old_inputs.get(path) != new_inputs.get(path):
+            return f"input file {'missing' if new_inputs.get(path) == MISSING else 'changed'}: {path}"
     if stored.get("code") != current["code"]:
         return "code changed"
     stored_up = dict(map(tuple, stored.get("upstream", [])))
@@ -151,13 +163,13 @@ def own_reason(step: Step, parts: dict[str, Any], store: CheckpointStore, journa
 
 
 def assess(steps: list[Step], args: argparse.Namespace, store: CheckpointStore, journal: Journal,
-           refresh: bool = False) -> list[StepStatus]:
+           refresh: bool = False, inputs: InputDigests | None = None) -> list[StepStatus]:
     """A verdict for every step, in order."""
     statuses: list[StepStatus] = []
     upstream: list[list[str]] = []
     first_stale: str | None = None
     for index, step in enumerate(steps):
-        parts = step_parts(step, args, upstream)
+        parts = step_parts(step, args, upstream, inputs)
         manifest, reason = own_reason(step, parts, store, journal, refresh)
         if first_stale is not None and (reason is None or reason.startswith("an earlier step re-ran")):
             reason = f"an earlier step will re-run: {first_stale}"
@@ -187,9 +199,9 @@ def can_repair(status: StepStatus) -> bool:
 
 
 def make_plan(steps: list[Step], args: argparse.Namespace, store: CheckpointStore, journal: Journal,
-              target: int, force: bool, refresh: bool = False) -> Plan:
+              target: int, force: bool, refresh: bool = False, inputs: InputDigests | None = None) -> Plan:
     """What ``--to steps[target]`` (with ``--force``) would run, and which checkpoint to reset to first."""
-    statuses = assess(steps, args, store, journal, refresh)
+    statuses = assess(steps, args, store, journal, refresh, inputs)
     if force and statuses[target].up_to_date:
         statuses[target].reason = "forced (--force)"
     plan = Plan(statuses=statuses, target=target)

@@ -17,6 +17,8 @@ from typing import Callable, Sequence, TextIO, TypeVar
 from . import cli
 from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore
 from .command import BaseCommand
+from .inputs import CACHE_NAME as INPUT_CACHE
+from .inputs import InputDigests
 from .journal import Journal
 from .lock import RunDirLock, RunDirLocked
 from .params import apply_remembered, explicit_dests
@@ -141,7 +143,8 @@ class CommandRunner:
         journal = Journal(self.run_dir / RUNNER_DIR / "journal.json")
         if journal.warning:
             print(f"warning: {journal.warning}", file=sys.stderr)
-        plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force)
+        inputs = InputDigests(self.run_dir / RUNNER_DIR / INPUT_CACHE)  # read here, written only under the lock
+        plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force, inputs=inputs)
         if ns.status:
             self._print(cli.format_status(plan.statuses, journal))
         if ns.dry_run:

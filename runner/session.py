@@ -15,6 +15,8 @@ from .checkpoints import BASE_LABEL, RUNNER_DIR, CheckpointStore, Manifest, remo
 from .command import BuildState, CommandError
 from .execution import EXIT_INTERRUPTED, Outcome, run_step
 from .fsutil import human_bytes
+from .inputs import CACHE_NAME as INPUT_CACHE
+from .inputs import InputDigests
 from .journal import Journal
 from .planning import Plan, StepStatus, fingerprint, make_plan, step_parts
 
@@ -64,6 +66,7 @@ class Session:
         self.hidden = self.run_dir / RUNNER_DIR
         self.store = CheckpointStore(self.run_dir)
         self.journal = self._open_journal()
+        self.inputs = InputDigests(self.hidden / INPUT_CACHE)
         self.steps = runner.steps
         self.labels = [s.label for s in self.steps]
         self.ran: list[str] = []
@@ -91,7 +94,9 @@ class Session:
             self._reset_to(self.ns.reset_to)
             if not self.ns.to:
                 return RunResult(0, state=self._state_after(self.labels.index(self.ns.reset_to)))
-        plan = make_plan(self.steps, self.ns, self.store, self.journal, target, self.ns.force, refresh=True)
+        plan = make_plan(self.steps, self.ns, self.store, self.journal, target, self.ns.force, refresh=True,
+                         inputs=self.inputs)
+        self.inputs.save()
         try:
             return self._run_plan(plan)
         except KeyboardInterrupt:
@@ -205,7 +210,7 @@ class Session:
                  previous: Manifest | None) -> tuple[Outcome, Manifest | None]:
         """One attempt: forget later checkpoints, journal, run, verify, checkpoint."""
         step, index = status.step, status.index
-        parts = step_parts(step, self.ns, self._upstream(index))
+        parts = step_parts(step, self.ns, self._upstream(index), self.inputs)
         self._forget(index, f"an earlier step re-ran: {step.label}", keep_quiet=step.label)
         self.open_record = record = self.journal.start(step.label, fingerprint(parts), parts, status.reason)
         state = BuildState(self.run_dir, tuple(self.labels[:index]), self.labels[index - 1] if index else None,
