@@ -35,11 +35,13 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
     remove_partial_shards,
     run_outcome,
 )
+from policyengine_us_data.calibration.chunk_dispatch.deferred_signals import DeferredSignals
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan
 from policyengine_us_data.errors import InputError
 
 _WORKER_KERNEL: Kernel | None = None
 KILL_GRACE_SECONDS = 5.0
+SIGNAL_POLL_SECONDS = 0.25  # how soon a held Ctrl-C or SIGTERM is acted on
 
 
 def _init_worker(kernel: Kernel, parent: int | None = None) -> None:
@@ -154,37 +156,55 @@ class LocalChunkDispatcher(ChunkDispatcher):
             gc.unfreeze()
 
     def _pool_loop(self, kernel: Kernel, plans: list[ChunkPlan], state_dir: str, book: RetryBook) -> None:
-        """Submit every plan; book outcomes as they finish; resubmit retries; replace a broken pool."""
-        executor = self._new_executor(kernel, len(plans))
-        generation = 0
-        pending: dict[Future, tuple[ChunkPlan, int]] = {}
+        """Submit every plan; book outcomes as they finish; resubmit retries; replace a broken pool.
 
-        def submit(plan: ChunkPlan) -> None:
-            book.start(plan.chunk_id)
-            pending[executor.submit(_pool_task, plan, state_dir)] = (plan, generation)
+        Ctrl-C and SIGTERM are held while the pool's locks may be taken, and acted on between waits.
+        """
+        with DeferredSignals() as signals:
+            pool = _Pool(lambda: self._new_executor(kernel, len(plans)), state_dir, book)
+            try:
+                for plan in plans:
+                    pool.submit(plan)
+                while pool.pending:
+                    signals.deliver()
+                    for plan in pool.collect(SIGNAL_POLL_SECONDS):
+                        pool.submit(plan)
+            except BaseException:
+                _stop_now(pool.executor)
+                raise
+            finally:
+                pool.executor.shutdown(wait=True)
 
-        try:
-            for plan in plans:
-                submit(plan)
-            while pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                retry: list[ChunkPlan] = []
-                for future in done:
-                    plan, born = pending.pop(future)
-                    outcome, broken = _outcome_of(future, plan)
-                    if broken and born == generation:  # first sign of this pool's death: start a new one
-                        executor.shutdown(wait=False)
-                        generation += 1
-                        executor = self._new_executor(kernel, len(plans))
-                    if book.record(outcome):
-                        retry.append(plan)
-                for plan in retry:
-                    submit(plan)
-        except BaseException:
-            _stop_now(executor)
-            raise
-        finally:
-            executor.shutdown(wait=True)
+
+class _Pool:
+    """A process pool with its futures; replaced by a fresh one when a worker dies under it."""
+
+    def __init__(self, new_executor: Callable[[], ProcessPoolExecutor], state_dir: str, book: RetryBook) -> None:
+        self.new_executor = new_executor
+        self.executor = new_executor()
+        self.generation = 0
+        self.state_dir = state_dir
+        self.book = book
+        self.pending: dict[Future, tuple[ChunkPlan, int]] = {}
+
+    def submit(self, plan: ChunkPlan) -> None:
+        self.book.start(plan.chunk_id)
+        self.pending[self.executor.submit(_pool_task, plan, self.state_dir)] = (plan, self.generation)
+
+    def collect(self, timeout: float) -> list[ChunkPlan]:
+        """Book the chunks that finished within `timeout`; return those to retry."""
+        done, _ = wait(list(self.pending), timeout=timeout, return_when=FIRST_COMPLETED)
+        retry: list[ChunkPlan] = []
+        for future in done:
+            plan, born = self.pending.pop(future)
+            outcome, broken = _outcome_of(future, plan)
+            if broken and born == self.generation:  # first sign of this pool's death: start a new one
+                self.executor.shutdown(wait=False)
+                self.generation += 1
+                self.executor = self.new_executor()
+            if self.book.record(outcome):
+                retry.append(plan)
+        return retry
 
 
 def _outcome_of(future: Future, plan: ChunkPlan) -> tuple[dict[str, Any], bool]:
