@@ -7,7 +7,6 @@ load it once per process and reuse it for every chunk they run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,25 +22,13 @@ from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
 from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_write_json
+from policyengine_us_data.utils.hashing import arrays_sha256, dataset_sha256
 
 STATE_FILE = "build_state.json"
 DATASET_FILE = "dataset.h5"
 GEOGRAPHY_FILE = "geography.npz"
 TARGETS_FILE = "targets.json"
 FORMAT_VERSION = 1
-
-
-def arrays_sha256(arrays: dict[str, np.ndarray], extra: str = "") -> str:
-    """Content hash of named arrays (names, dtypes, shapes, bytes), independent of file format.
-
-    HDF5 and npz files carry timestamps, so hashing the files would call identical inputs different.
-    """
-    digest = hashlib.sha256(extra.encode())
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def geography_arrays(geography: CloneGeography) -> dict[str, np.ndarray]:
@@ -117,7 +104,7 @@ def write_build_state(
         "n_rows": len(targets.rows),
         "rerandomize_takeup": bool(rerandomize_takeup),
         "simulator": simulator,
-        "dataset_sha256": arrays_sha256(data.arrays, extra=str(data.period)),
+        "dataset_sha256": dataset_sha256(data),
         "geography_sha256": arrays_sha256(geography_arrays(geography)),
         "targets_fingerprint": targets.fingerprint(),
         "constraints_fingerprint": cache.fingerprint(),

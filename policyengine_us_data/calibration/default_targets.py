@@ -26,7 +26,6 @@ database records a fingerprint of the synthetic dataset so a test notices when i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sqlite3
 import sys
@@ -41,6 +40,7 @@ from policyengine_us_data.calibration.geography import SEATS
 from policyengine_us_data.calibration.target_db import StratumSpec, TargetSpec, write_database
 from policyengine_us_data.calibration.targets import Constraint
 from policyengine_us_data.errors import TargetError
+from policyengine_us_data.utils.hashing import dataset_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +106,8 @@ def target_specs() -> list[Spec]:
 
 
 def dataset_fingerprint(data: Any) -> str:
-    """sha256 over the dataset's arrays: the default database is stale when this changes."""
-    digest = hashlib.sha256(str(data.period).encode())
-    for name in sorted(data.arrays):
-        array = np.ascontiguousarray(data.arrays[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+    """The dataset's content hash (the one shard lineage uses): the default database is stale when it changes."""
+    return dataset_sha256(data)
 
 
 class _Builder:
