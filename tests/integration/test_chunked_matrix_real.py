@@ -79,8 +79,9 @@ def test_chunked_equals_non_chunked(chunks20, reference):
     assert reference.nnz > 0
 
 
-@pytest.mark.parametrize("chunk_size", [7, 100])
+@pytest.mark.parametrize("chunk_size", [33, 100])
 def test_same_matrix_for_other_chunk_sizes(real_state, reference, tmp_path, chunk_size):
+    """33: boundaries at odd columns, one chunk across the clone boundary (50), a last chunk of one column."""
     _, matrix = chunked(real_state, tmp_path / "chunks", chunk_size)
     assert_same(matrix, reference)
 
