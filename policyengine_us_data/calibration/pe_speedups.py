@@ -7,8 +7,10 @@ tree to do it. policyengine-us caches that copy per tax-benefit-system *object*,
 `Microsimulation` gets a fresh system object sharing one parameter tree, so the cache never
 hits across simulations and each chunk pays the copy again.
 
-`install()` keys the cache by what the pinned copy depends on: the parameter tree and the
-variable objects. The tests in tests/integration/test_pe_speedups.py check, with the real
+`install()` keys the cache by what the pinned copy depends on: the parameter tree and what the
+variables compute with (class, formulas, neutralisation; not the variable objects, which every
+branch clones). Keying by object ids missed on every chunk and kept each miss's copy forever:
+about 1 GB leaked per 500-column chunk. The tests in tests/integration/test_pe_speedups.py check, with the real
 policyengine-us, that every target variable comes out bit-for-bit identical with and without
 it. It applies only to the version it was checked against; any other version runs unpatched.
 """
@@ -24,22 +26,49 @@ LOG = logging.getLogger(__name__)
 CHECKED_VERSIONS = ("2.68.0",)
 _STATE: dict[str, Any] = {"installed": False, "original": None}
 _PINNED: dict[tuple[str, int, int], tuple[weakref.ref, Any]] = {}
+MAX_PINNED = 12  # three pins x (baseline + each reform's system), with room to spare
 
 
-def _policy_key(base_tbs) -> tuple[int, int]:
-    """What a pinned copy depends on: the parameter tree and the variable objects (a reform that
-    neutralises a variable rebinds it to a new object; per-simulation systems reuse the objects)."""
-    return id(base_tbs.parameters), hash(tuple(map(id, base_tbs.variables.values())))
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+
+
+def _variables_key(variables: dict) -> int:
+    """What a system's variables compute with: each one's class and formulas, by qualified name, and
+    whether it is neutralised.
+
+    Not object ids: policyengine-core clones every variable when it clones a system (each simulation
+    branch does), and policyengine-us re-creates its parameter-driven structural reforms (new classes,
+    same code, e.g. `mi_surtax`) for every simulation. Those are the same definitions on the same
+    parameter tree (the other half of the key), so they share one pinned copy.
+    """
+    return hash(tuple(
+        (name, _qualified(type(v)), bool(getattr(v, "is_neutralized", False)),
+         tuple(map(_qualified, getattr(v, "formulas", {}).values())))
+        for name, v in variables.items()
+    ))
+
+
+def _evict() -> None:
+    """Drop entries whose parameter tree is gone, then the oldest beyond MAX_PINNED (each holds a full copy
+    of the parameter tree, ~100 MB)."""
+    for key in [key for key, (ref, _) in _PINNED.items() if ref() is None]:
+        del _PINNED[key]
+    while len(_PINNED) >= MAX_PINNED:
+        del _PINNED[next(iter(_PINNED))]
 
 
 def _pinned_by_parameters(original: Callable) -> Callable:
     def get_pinned(base_tbs, pin_name, pin_fn):
         parameters = base_tbs.parameters
-        key = (pin_name, *_policy_key(base_tbs))
+        key = (pin_name, id(parameters), _variables_key(base_tbs.variables))
         entry = _PINNED.get(key)
         if entry is not None and entry[0]() is parameters:
             return entry[1]
         pinned = original(base_tbs, pin_name, pin_fn)
+        # the clone copied the base's `simulation` attribute: do not let the cache keep that simulation alive
+        pinned.__dict__.pop("simulation", None)
+        _evict()
         _PINNED[key] = (weakref.ref(parameters), pinned)
         return pinned
 

@@ -155,6 +155,9 @@ class PolicyEngineSimulator:
             for variable in request.reform_variables:
                 output.income_tax[variable] = self._reform_income_tax(path, variable, data)
                 gc.collect()
+        # What survives a chunk is policyengine's caches (parameters at each instant, pinned systems: millions
+        # of objects) kept for the process's lifetime; freezing them keeps later collections short.
+        gc.freeze()
         return output
 
     def _reform_income_tax(self, path: str, variable: str, data: HouseholdData) -> np.ndarray:
