@@ -20,28 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.states import STATES
 from policyengine_us_data.utils.atomic import atomic_path
 
 # What np.load and zipfile raise on a damaged .npz (garbled zip records, headers, compression flags).
 NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, OverflowError, RuntimeError, NotImplementedError,
                    struct.error, zlib.error, zipfile.BadZipFile, SyntaxError, tokenize.TokenError)
 
-# (abbreviation, fips, 2020 census resident population, House seats from the 2020 apportionment)
-STATES: tuple[tuple[str, int, int, int], ...] = (
-    ("AL", 1, 5_024_279, 7), ("AK", 2, 733_391, 1), ("AZ", 4, 7_151_502, 9), ("AR", 5, 3_011_524, 4),
-    ("CA", 6, 39_538_223, 52), ("CO", 8, 5_773_714, 8), ("CT", 9, 3_605_944, 5), ("DE", 10, 989_948, 1),
-    ("DC", 11, 689_545, 1), ("FL", 12, 21_538_187, 28), ("GA", 13, 10_711_908, 14), ("HI", 15, 1_455_271, 2),
-    ("ID", 16, 1_839_106, 2), ("IL", 17, 12_812_508, 17), ("IN", 18, 6_785_528, 9), ("IA", 19, 3_190_369, 4),
-    ("KS", 20, 2_937_880, 4), ("KY", 21, 4_505_836, 6), ("LA", 22, 4_657_757, 6), ("ME", 23, 1_362_359, 2),
-    ("MD", 24, 6_177_224, 8), ("MA", 25, 7_029_917, 9), ("MI", 26, 10_077_331, 13), ("MN", 27, 5_706_494, 8),
-    ("MS", 28, 2_961_279, 4), ("MO", 29, 6_154_913, 8), ("MT", 30, 1_084_225, 2), ("NE", 31, 1_961_504, 3),
-    ("NV", 32, 3_104_614, 4), ("NH", 33, 1_377_529, 2), ("NJ", 34, 9_288_994, 12), ("NM", 35, 2_117_522, 3),
-    ("NY", 36, 20_201_249, 26), ("NC", 37, 10_439_388, 14), ("ND", 38, 779_094, 1), ("OH", 39, 11_799_448, 15),
-    ("OK", 40, 3_959_353, 5), ("OR", 41, 4_237_256, 6), ("PA", 42, 13_002_700, 17), ("RI", 44, 1_097_379, 2),
-    ("SC", 45, 5_118_425, 7), ("SD", 46, 886_667, 1), ("TN", 47, 6_910_840, 9), ("TX", 48, 29_145_505, 38),
-    ("UT", 49, 3_271_616, 4), ("VT", 50, 643_077, 1), ("VA", 51, 8_631_393, 11), ("WA", 53, 7_705_281, 10),
-    ("WV", 54, 1_793_716, 2), ("WI", 55, 5_893_718, 8), ("WY", 56, 576_851, 1),
-)
 STATE_FIPS = np.array([s[1] for s in STATES], dtype=np.int32)
 STATE_ABBREVIATIONS: dict[int, str] = {s[1]: s[0] for s in STATES}
 STATE_POPULATION: dict[int, int] = {s[1]: s[2] for s in STATES}

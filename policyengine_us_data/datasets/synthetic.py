@@ -13,24 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from policyengine_us_data.datasets.household_data import ENTITIES, HouseholdData, id_name, link_name
+from policyengine_us_data.states import STATE_POPULATION_2020
 
 DEFAULT_HOUSEHOLDS = 1000
 DEFAULT_SEED = 0
 DEFAULT_PERIOD = 2024
 US_HOUSEHOLDS = 131_000_000
 """Weighted household count the weights sum to (about the number of US households)."""
-
-# 2020 census resident population by state FIPS (50 states and DC).
-STATE_POPULATION_2020: dict[int, int] = {
-    1: 5_024_279, 2: 733_391, 4: 7_151_502, 5: 3_011_524, 6: 39_538_223, 8: 5_773_714, 9: 3_605_944,
-    10: 989_948, 11: 689_545, 12: 21_538_187, 13: 10_711_908, 15: 1_455_271, 16: 1_839_106, 17: 12_812_508,
-    18: 6_785_528, 19: 3_190_369, 20: 2_937_880, 21: 4_505_836, 22: 4_657_757, 23: 1_362_359, 24: 6_177_224,
-    25: 7_029_917, 26: 10_077_331, 27: 5_706_494, 28: 2_961_279, 29: 6_154_913, 30: 1_084_225, 31: 1_961_504,
-    32: 3_104_614, 33: 1_377_529, 34: 9_288_994, 35: 2_117_522, 36: 20_201_249, 37: 10_439_388, 38: 779_094,
-    39: 11_799_448, 40: 3_959_353, 41: 4_237_256, 42: 13_002_700, 44: 1_097_379, 45: 5_118_425, 46: 886_667,
-    47: 6_910_840, 48: 29_145_505, 49: 3_271_616, 50: 643_077, 51: 8_631_393, 53: 7_705_281, 54: 1_793_716,
-    55: 5_893_718, 56: 576_851,
-}
 
 # Person roles, in within-household order.
 HEAD, SPOUSE, CHILD, ADULT_CHILD, PARENT, ROOMMATE = range(6)
