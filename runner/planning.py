@@ -2,8 +2,8 @@
 
 A step is up to date when its checkpoint exists and is intact and its fingerprint matches. The fingerprint is
 built from its declared ``params`` (argparse dests), the content of its declared input files, the identity of
-its code, and the checkpoint ids of the steps before it. The first step that is not up to date runs, and every later step up to the target runs after
-it (their upstream checkpoints are about to change).
+its code, and the checkpoint ids of the steps before it. The first step that is not up to date runs, and every
+later step up to the target runs after it (their upstream checkpoints are about to change).
 """
 
 from __future__ import annotations

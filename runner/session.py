@@ -96,7 +96,6 @@ class Session:
                 return RunResult(0, state=self._state_after(self.labels.index(self.ns.reset_to)))
         plan = make_plan(self.steps, self.ns, self.store, self.journal, target, self.ns.force, refresh=True,
                          inputs=self.inputs)
-        self.inputs.save()
         try:
             return self._run_plan(plan)
         except KeyboardInterrupt:
@@ -158,11 +157,13 @@ class Session:
     def _run_plan(self, plan: Plan) -> RunResult:
         skipped = tuple(s.label for s in plan.skipped)
         if not plan.to_run:
+            self.inputs.save()
             self._print(f"nothing to run: every step up to {self.labels[plan.target]} is up to date")
             return RunResult(0, ran=(), skipped=skipped, state=self._state_after(plan.target))
         refused = self._validate(plan, skipped)
         if refused is not None:
-            return refused
+            return refused  # bad input leaves the directory as it was, digest cache included
+        self.inputs.save()
         dirty = self._prepare(plan)
         previous = plan.base
         for count, status in enumerate(plan.to_run, 1):

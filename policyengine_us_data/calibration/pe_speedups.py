@@ -10,9 +10,9 @@ hits across simulations and each chunk pays the copy again.
 `install()` keys the cache by what the pinned copy depends on: the parameter tree and what the
 variables compute with (class, formulas, neutralisation; not the variable objects, which every
 branch clones). Keying by object ids missed on every chunk and kept each miss's copy forever:
-about 1 GB leaked per 500-column chunk. The tests in tests/integration/test_pe_speedups.py check, with the real
-policyengine-us, that every target variable comes out bit-for-bit identical with and without
-it. It applies only to the version it was checked against; any other version runs unpatched.
+about 1 GB leaked per 500-column chunk. The tests in tests/integration/test_pe_speedups.py check,
+with the real policyengine-us, that every target variable comes out bit-for-bit identical with and
+without it, and that a second chunk adds no copy and keeps no simulation alive. It applies only to the version it was checked against; any other version runs unpatched.
 """
 
 from __future__ import annotations
