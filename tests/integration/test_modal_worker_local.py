@@ -33,6 +33,7 @@ from policyengine_us_data.calibration.chunk_plan import ChunkPlan, partition_col
 from policyengine_us_data.calibration.geography import assign_geography
 from policyengine_us_data.calibration.targets import load_targets
 from policyengine_us_data.datasets.synthetic import generate_synthetic
+from tests.support.modal_stand_ins import LocalWorkerHandle
 from tests.support.target_db import every_rule_targets, make_target_db
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
@@ -69,29 +70,6 @@ def _assert_same_shards(a: list[ChunkPlan], b: list[ChunkPlan]) -> None:
         assert _members(Path(left.shard_path)) == _members(Path(right.shard_path)), left.chunk_id
 
 
-class _LocalCall:
-    def __init__(self, outcomes):
-        self._outcomes = outcomes
-
-    def get(self, timeout=None):
-        return self._outcomes
-
-    def cancel(self):
-        pass
-
-
-class _WorkerHandle:
-    """A function handle whose `.spawn()` runs the real worker body in-process."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def spawn(self, *, run_id, chunk_ids):
-        from policyengine_us_data.modal_app.app import build_matrix_chunk_worker
-
-        return _LocalCall(build_matrix_chunk_worker.local(run_id, chunk_ids, staging_root=str(self.root)))
-
-
 def _check(tmp_path: Path, simulator: str, n_records: int, n_clones: int, chunk_size: int, *,
            via_dispatcher: bool, worker_chunks: int | None = None, serial: bool = True) -> None:
     """The reference shards come from the serial dispatcher, or (serial=False) from the forked pool."""
@@ -120,7 +98,7 @@ def _check(tmp_path: Path, simulator: str, n_records: int, n_clones: int, chunk_
     if via_dispatcher:
         modal_root = tmp_path / "modal-staging"
         dispatcher = ModalChunkDispatcher(num_workers=2, run_id=RUN, volume_root=str(modal_root),
-                                          function=_WorkerHandle(modal_root))
+                                          function=LocalWorkerHandle(modal_root))
         modal_report = dispatcher.dispatch(local, str(state_dir))
         assert not modal_report.failures and len(modal_report.results) == len(local)
         _assert_same_shards(local, dispatcher.plans_on_volume)

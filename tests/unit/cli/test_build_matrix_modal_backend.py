@@ -9,53 +9,23 @@ import scipy.sparse as sp
 from commands.cli import main as cli_main
 from commands.dispatch_chunks import DispatchChunks
 from policyengine_us_data.calibration.chunk_dispatch import ModalChunkDispatcher
+from tests.support.modal_stand_ins import LocalWorkerHandle, RecordingVolume
 from tests.support.target_db import every_rule_targets, make_target_db
 
 TOY = ["--simulator", "tests.support.toy_simulator:ToySimulator", "--households", "30", "--n-clones", "2",
        "--chunk-size", "15", "--workers", "1"]
 
 
-class _Call:
-    def __init__(self, outcomes):
-        self.outcomes = outcomes
-
-    def get(self, timeout=None):
-        return self.outcomes
-
-    def cancel(self):
-        pass
-
-
-class _Handle:
-    def __init__(self, root):
-        self.root = root
-        self.batches = []
-
-    def spawn(self, *, run_id, chunk_ids):
-        from policyengine_us_data.modal_app.app import build_matrix_chunk_worker
-
-        self.batches.append(list(chunk_ids))
-        return _Call(build_matrix_chunk_worker.local(run_id, chunk_ids, staging_root=str(self.root)))
-
-
-class _Volume:
-    def reload(self):
-        pass
-
-    def commit(self):
-        pass
-
-
 def test_modal_backend_gives_the_local_matrix_with_shards_on_the_volume(tmp_path, monkeypatch):
     db = make_target_db(tmp_path / "t.db", every_rule_targets([6, 36], [601]))
-    staging, handle = tmp_path / "staging", _Handle(tmp_path / "staging")
+    staging, handle = tmp_path / "staging", LocalWorkerHandle(tmp_path / "staging")
     local_dispatcher = DispatchChunks.make_dispatcher
 
     def fake_dispatcher(args):
         if args.backend != "modal":
             return local_dispatcher(args)
         return ModalChunkDispatcher(num_workers=2, run_id=args.run_id, volume_root=str(staging),
-                                    function=handle, volume=_Volume())
+                                    function=handle, volume=RecordingVolume())
 
     monkeypatch.setattr(DispatchChunks, "make_dispatcher", staticmethod(fake_dispatcher))
     monkeypatch.setattr("commands.dispatch_chunks.lookup_worker", lambda: None)

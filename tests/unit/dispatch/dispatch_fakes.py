@@ -1,4 +1,4 @@
-"""Fakes of the dispatch seam: a kernel, a Modal function handle and call, a volume.
+"""Fakes of the dispatch seam: a kernel, a Modal function handle and call (the volume: tests/support/modal_stand_ins.py).
 
 The fake kernel writes a small shard atomically (like the real one) and keeps its attempt counts
 in files, so the counts survive a fork and a test can make a chunk fail N times in any backend.
@@ -75,19 +75,6 @@ class FakeKernel:
             atomic_write_bytes(target, data, fsync=False)
         return ChunkResult(plan.chunk_id, plan.col_start, plan.col_end, nnz=plan.n_columns, households=1,
                            persons=2, seconds=self.delay, peak_rss_mb=1.0)
-
-
-class FakeVolume:
-    """Records reload/commit calls in order."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def reload(self) -> None:
-        self.calls.append("reload")
-
-    def commit(self) -> None:
-        self.calls.append("commit")
 
 
 class FakeCall:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import modal
 import pytest
-from dispatch_fakes import FakeFunction, FakeKernel, FakeVolume, make_plans
+from dispatch_fakes import FakeFunction, FakeKernel, make_plans
 
 from policyengine_us_data.calibration.chunk_dispatch import (
     ModalChunkDispatcher,
@@ -18,6 +18,7 @@ from policyengine_us_data.calibration.chunk_dispatch import (
 )
 from policyengine_us_data.calibration.chunk_dispatch import modal_backend
 from policyengine_us_data.errors import InputError
+from tests.support.modal_stand_ins import RecordingVolume
 
 RUN = "run-1"
 
@@ -49,7 +50,7 @@ def test_batches_are_contiguous_and_sized_from_workers():
 
 def test_dispatch_spawns_one_call_per_batch_and_writes_shards_on_the_volume(tmp_path, state_dir):
     function = FakeFunction(tmp_path / "staging", FakeKernel(tmp_path / "a"))
-    volume = FakeVolume()
+    volume = RecordingVolume()
     plans = make_plans(tmp_path / "elsewhere", 10)
     seen = []
     d = dispatcher(tmp_path, function, volume, num_workers=4)

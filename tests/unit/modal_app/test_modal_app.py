@@ -19,6 +19,7 @@ from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.modal_app import app as app_module
 from policyengine_us_data.modal_app import images
+from tests.support.modal_stand_ins import RecordingVolume
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
 ROOT = Path(__file__).resolve().parents[3]
@@ -109,17 +110,6 @@ def _fake_kernel(plan: ChunkPlan, state_dir: str) -> ChunkResult:
     return ChunkResult(plan.chunk_id, plan.col_start, plan.col_end, 1, 1, 1, 0.0, 1.0)
 
 
-class _Volume:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def reload(self) -> None:
-        self.calls.append("reload")
-
-    def commit(self) -> None:
-        self.calls.append("commit")
-
-
 def _publish(tmp_path: Path, run_id: str, n: int = 3) -> None:
     plans = [ChunkPlan(i, i * 5, i * 5 + 5, f"/staging/{run_id}/matrix_chunks/chunk_{i:06d}.npz", "sig")
              for i in range(n)]
@@ -130,7 +120,7 @@ def test_worker_local_call_runs_the_kernel_without_a_volume(tmp_path, monkeypatc
     from policyengine_us_data.calibration.chunk_dispatch import worker
 
     monkeypatch.setattr(worker, "default_kernel", lambda: _fake_kernel)
-    volume = _Volume()
+    volume = RecordingVolume()
     monkeypatch.setattr(app_module, "staging_volume", volume)
     _publish(tmp_path, "r1")
     outcomes = app_module.build_matrix_chunk_worker.local("r1", [0, 2], staging_root=str(tmp_path))
@@ -146,7 +136,7 @@ def test_worker_in_a_container_reloads_then_commits(tmp_path, monkeypatch):
 
     monkeypatch.setattr(worker, "default_kernel", lambda: _fake_kernel)
     monkeypatch.setattr(app_module, "in_modal_container", lambda: True)
-    volume = _Volume()
+    volume = RecordingVolume()
     monkeypatch.setattr(app_module, "staging_volume", volume)
     monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path))
     _publish(tmp_path, "r2")
