@@ -105,11 +105,6 @@ def target_specs() -> list[Spec]:
     return specs
 
 
-def dataset_fingerprint(data: Any) -> str:
-    """The dataset's content hash (the one shard lineage uses): the default database is stale when it changes."""
-    return dataset_sha256(data)
-
-
 class _Builder:
     """Accumulates strata (one per distinct constraint set) and targets in a fixed order."""
 
@@ -211,8 +206,8 @@ def generate(out: str | Path = DEFAULT_TARGETS_DB, *, seed: int = SEED) -> Path:
     weights = np.asarray(data.arrays["household_weight"], float)
     state_fips = np.asarray(data.arrays["state_fips"])
     strata, targets = build_targets(target_specs(), values, weights, state_fips, data.period, uprating, seed)
-    meta = {"dataset_fingerprint": dataset_fingerprint(data), "seed": str(seed), "year": str(data.period),
-            "sigma": str(SIGMA)}
+    meta = {"dataset_fingerprint": dataset_sha256(data),  # the same content hash shard lineage uses
+            "seed": str(seed), "year": str(data.period), "sigma": str(SIGMA)}
     write_database(out, strata, targets, meta=(META_TABLE, meta))
     logger.info("wrote %d targets in %d strata to %s", len(targets), len(strata), out)
     return Path(out)
