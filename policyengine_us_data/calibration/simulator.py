@@ -176,8 +176,7 @@ class PolicyEngineSimulator:
     def _neutralised(self, path: str, variable: str, data: HouseholdData):
         """A simulation under the (per-process, cached) system with `variable` neutralised."""
         if variable not in self._reformed:
-            self._reformed[variable] = neutralising_reform(variable)(self._system)
-            gc.freeze()  # cached for the process's lifetime, like the base system
+            self._reformed[variable] = neutralising_reform(variable)(self._system)  # frozen with the chunk's caches
         return self._simulation(dataset=path, tax_benefit_system=self._reformed[variable])
 
     def _per_person(self, sim, variable: str, data: HouseholdData) -> np.ndarray:
