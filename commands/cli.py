@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from policyengine_us_data.utils.cli_process import configure_logging, exit_now, verbosity_from, version_line
+
 DEFAULT_RUN_DIR = "matrix-run"
+PROG = "build-matrix"
+
+HELP_EPILOG = f"""\
+{PROG} also takes:
+  --run-dir DIR   the run directory (default ./{DEFAULT_RUN_DIR}, or $BUILD_MATRIX_RUN_DIR)
+  -q / -v         quieter (warnings only) / more verbose (debug, and third-party libraries' messages)
+  --version       print the versions of this project, policyengine-us and modal, and exit
+
+examples:
+  {PROG} --to assemble                          build on the embedded default data
+  {PROG} --status                               each step: done / stale (and why) / pending
+  {PROG} --dry-run --to assemble                what would run, and why
+  {PROG} --reset-to dispatch --to assemble      keep the shards, redo verify and assemble
+  {PROG} --to assemble --dataset ecps.h5 --db policy_data.db --n-clones 430 --chunk-size 25000
+
+exit codes:
+  0 done   1 a step failed   2 bad input (nothing changed)   3 the run directory is locked by another build
+  130 interrupted (Ctrl-C)   143 terminated (SIGTERM)
+"""
 
 
 def _split_run_dir(argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -29,15 +49,19 @@ def summary_line(run_dir: Path) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the build; returns the runner's exit code (0 done, 1 step failed, 2 bad input, 3 locked)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--version" in argv:
+        print(version_line(PROG))
+        return 0
+    verbosity, argv = verbosity_from(argv)
+    configure_logging(verbosity)
     from commands import build_matrix_runner
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    argv = sys.argv[1:] if argv is None else argv
     run_dir, rest = _split_run_dir(argv)
-    if "-h" in rest or "--help" in rest:
-        print(f"build-matrix: --run-dir DIR  the run directory (default ./{DEFAULT_RUN_DIR}, or $BUILD_MATRIX_RUN_DIR)")
     runner = build_matrix_runner(run_dir)
     code = runner.main(rest)
+    if "-h" in rest or "--help" in rest:
+        print(HELP_EPILOG)
     line = summary_line(Path(run_dir))
     if code == 0 and line and "--to" in rest:
         print(line)
@@ -45,4 +69,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

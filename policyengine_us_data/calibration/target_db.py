@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,7 +323,6 @@ def write_database(path: str | Path, strata: list[StratumSpec] | tuple[StratumSp
     `meta` = (table name, key/value dict) adds one extra table that readers of the schema ignore.
     """
     with atomic_path(path) as tmp:
-        os.chmod(tmp, 0o644)  # a shipped data file, readable by all (the temp file starts private)
         conn = sqlite3.connect(tmp)
         try:
             conn.executescript(SCHEMA_SQL)

@@ -17,14 +17,28 @@ from typing import Sequence
 
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError
 from policyengine_us_data.errors import ArtifactError, InputError
+from policyengine_us_data.utils.cli_process import configure_logging, exit_now, version_line
 
 LOG = logging.getLogger(__name__)
 DEFAULT_N_CLONES = 430
 DEFAULT_CHUNK_SIZE = 25_000
+HELP_EPILOG = f"""\
+The defaults are upstream's production shape ({DEFAULT_N_CLONES} clones, {DEFAULT_CHUNK_SIZE:,}-column chunks): a chunk
+then needs about 13 GB, more than a laptop has. On a laptop pass a small shape, for example:
+  python -m policyengine_us_data.calibration.unified_calibration --chunked-matrix --n-clones 3 --chunk-size 1000
+
+exit codes:
+  0 done   1 a chunk or a stored file failed   2 bad input   130 interrupted (Ctrl-C)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unified_calibration", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="unified_calibration", description=__doc__.splitlines()[0],
+                                     epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line("unified_calibration"))
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="warnings only")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="debug messages, and third-party libraries' messages")
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--dataset", default=None, help="PolicyEngine h5 dataset (default: embedded synthetic)")
     inputs.add_argument("--db", default=None, help="target database (default: the embedded one)")
@@ -145,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose - args.quiet)
     try:
         return run(args)
     except InputError as exc:
@@ -158,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChunkBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); finished chunks are kept when --keep-chunks or --chunk-dir is given",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

@@ -1,7 +1,9 @@
 """Atomic file writes: a temp file in the same directory, fsync, then `os.replace`.
 
 Readers never see a half-written file, and an existing file is replaced by a new inode rather
-than edited in place, which keeps hard-linked checkpoints of the old content intact.
+than edited in place, which keeps hard-linked checkpoints of the old content intact. The temp file
+is created with mode 0666 minus the umask, as `open()` would, so outputs can be shared
+(`tempfile.mkstemp` would make every output 0600).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,9 +41,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name + ".", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp_beside(target)
     try:
         yield tmp
         if fsync:
@@ -55,6 +55,18 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _create_temp_beside(target: Path) -> Path:
+    """A new empty file next to `target`, created exclusively with the umask's permissions."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        tmp = target.with_name(f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(6)}")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:

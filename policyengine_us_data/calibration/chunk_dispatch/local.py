@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -39,6 +40,7 @@ from policyengine_us_data.calibration.chunk_dispatch.deferred_signals import Def
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan
 from policyengine_us_data.errors import InputError
 
+LOG = logging.getLogger(__name__)
 _WORKER_KERNEL: Kernel | None = None
 KILL_GRACE_SECONDS = 5.0
 SIGNAL_POLL_SECONDS = 0.25  # how soon a held Ctrl-C or SIGTERM is acted on
@@ -131,8 +133,12 @@ class LocalChunkDispatcher(ChunkDispatcher):
 
     def _prepare_parent(self, state_dir: str) -> None:
         """Load policyengine-us (and one simulation) here, so every forked worker starts warm."""
+        started = time.perf_counter()
         if self.warm_up is True and self.kernel is None:
+            LOG.info("warm-up: loading the simulator and running one small simulation "
+                     "(policyengine-us: once per build, about 1-2 min)")
             default_warm_up()(state_dir)
+            LOG.info("warm-up: done in %.0f s; starting %d workers", time.perf_counter() - started, self.workers)
         elif callable(self.warm_up):
             self.warm_up(state_dir)
         gc.collect()
