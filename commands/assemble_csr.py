@@ -35,6 +35,18 @@ def versions() -> dict[str, str]:
     return found
 
 
+def build_parameters(args: argparse.Namespace) -> dict:
+    """The flags that define the build (every step's `params`), not the runner's (`--status`, `--clean`...)."""
+    from commands.build_constraint_cache import BuildConstraintCache
+    from commands.dispatch_chunks import DispatchChunks
+    from commands.prepare_dataset import PrepareDataset
+    from commands.verify_shards import VerifyShards
+
+    names = [n for step in (PrepareDataset, BuildConstraintCache, DispatchChunks, VerifyShards, AssembleCSR)
+             for n in step.params]
+    return {name: getattr(args, name, None) for name in names}
+
+
 class AssembleCSR(BaseCommand):
     """Assemble the matrix with bounded memory and write outputs, package and report."""
 
@@ -88,7 +100,7 @@ class AssembleCSR(BaseCommand):
             "lineage_signature": assembler.signature,
             "lineage": assembler.lineage,
             "versions": versions(),
-            "parameters": {k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool))},
+            "parameters": build_parameters(self.args),
             "timings": {"dispatch_wall_seconds": dispatch.get("wall_seconds"), "assemble_seconds": round(seconds, 3)},
             "chunks": dispatch.get("chunks"),
         }

@@ -4,6 +4,7 @@ terminal (not swallowed by the step log), the per-chunk lines in the step log, n
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -15,7 +16,7 @@ import termios
 import time
 from pathlib import Path
 
-from tests.reliability.conftest import REPO, subprocess_env, toy_args
+from tests.reliability.conftest import REPO, main_in_process, subprocess_env, toy_args
 
 
 def _run_on_a_terminal(args: list[str], timeout: float = 180) -> tuple[int, str]:
@@ -73,3 +74,11 @@ def test_a_pipeline_script_sees_progress_without_configuring_logging(tmp_path: P
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"^chunk \d+ done \(1/5\)", done.stderr, re.M), done.stderr[-2000:]
     assert "NumExpr" not in done.stderr
+
+
+def test_the_report_lists_only_the_parameters_that_define_the_build(tmp_path: Path, toy_db: Path, fast_report):
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    params = json.loads((run_dir / "matrix" / "metadata.json").read_text())["parameters"]
+    assert params["chunk_size"] == 25 and params["n_clones"] == 2 and params["db"] == str(toy_db)
+    assert not {"clean", "status", "list", "dry_run", "to", "force", "workers"} & set(params)
