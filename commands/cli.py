@@ -12,6 +12,7 @@ from policyengine_us_data.utils.cli_process import configure_logging, exit_now, 
 
 DEFAULT_RUN_DIR = "matrix-run"
 PROG = "build-matrix"
+EXIT_PIPE_CLOSED = 141  # what a shell reports for a writer whose reader left (128 + SIGPIPE)
 
 HELP_EPILOG = f"""\
 {PROG} also takes:
@@ -28,7 +29,7 @@ examples:
 
 exit codes:
   0 done   1 a step failed   2 bad input (nothing changed)   3 the run directory is locked by another build
-  130 interrupted (Ctrl-C)   143 terminated (SIGTERM)
+  130 interrupted (Ctrl-C)   141 the reader of the output left (`--status | head -1`)   143 terminated (SIGTERM)
 """
 
 
@@ -59,12 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_dir, rest = _split_run_dir(argv)
     runner = build_matrix_runner(run_dir)
-    code = runner.main(rest)
-    if "-h" in rest or "--help" in rest:
-        print(HELP_EPILOG)
-    line = summary_line(Path(run_dir))
-    if code == 0 and line and "--to" in rest:
-        print(line)
+    try:
+        code = runner.main(rest)
+        if "-h" in rest or "--help" in rest:
+            print(HELP_EPILOG)
+        line = summary_line(Path(run_dir))
+        if code == 0 and line and "--to" in rest:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `build-matrix --status | head -1`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     return code
 
 

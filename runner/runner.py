@@ -94,6 +94,8 @@ class CommandRunner:
             return RunResult(2, str(exc))
         except RunDirLocked as exc:
             return RunResult(3, str(exc))
+        except BrokenPipeError:  # the reader of our output left (`--status | head -1`): the caller's to handle
+            raise
         except OSError as exc:  # the runner's own file work failed (disk full, permissions): no traceback
             return RunResult(1, f"runner error in {self.run_dir}: {exc}")
 

@@ -13,9 +13,7 @@ from pathlib import Path
 
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.geography import CloneGeography, assign_geography
-from policyengine_us_data.calibration.simulator import get_simulator
 from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
-from policyengine_us_data.calibration.uprating import policyengine_uprating
 from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
 from policyengine_us_data.datasets.synthetic import generate_synthetic
 from policyengine_us_data.errors import InputError
@@ -41,12 +39,8 @@ class MatrixJob:
         data = read_dataset(dataset_path) if args.dataset else generate_synthetic(seed=args.seed)
         if not args.dataset:
             write_dataset(dataset_path, data)
-        system = get_simulator("policyengine").system
-        builder = UnifiedMatrixBuilder(
-            args.db or default_targets_path(), args.year, dataset_path,
-            work_dir=output_dir / "work", known_variables=set(system.variables),
-            uprating=policyengine_uprating(system),
-        )
+        builder = UnifiedMatrixBuilder(args.db or default_targets_path(), args.year, dataset_path,
+                                       work_dir=output_dir / "work")
         geography = assign_geography(data.n_households, args.n_clones, seed=args.seed)
         return cls(builder=builder, geography=geography, output_dir=output_dir)
 

@@ -20,6 +20,7 @@ from policyengine_us_data.calibration.build_state import load_build_state, write
 from policyengine_us_data.calibration.chunk_kernel import compute_entries
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
 from policyengine_us_data.calibration.geography import CloneGeography
+from policyengine_us_data.calibration.simulator import get_simulator
 from policyengine_us_data.calibration.targets import TargetTable, load_targets
 from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import InputError
@@ -50,7 +51,12 @@ def _db_path(db_uri: str | os.PathLike) -> str:
 
 
 class UnifiedMatrixBuilder:
-    """Builds the calibration matrix for one dataset, target database and build year."""
+    """Builds the calibration matrix for one dataset, target database and build year.
+
+    `known_variables` and `uprating` default to the simulator's own, as in `bin/build-matrix`'s
+    constraints step, so both front ends give the same target values (pass an uprating function
+    returning 1.0 to keep the database's values as they are).
+    """
 
     def __init__(
         self,
@@ -80,13 +86,11 @@ class UnifiedMatrixBuilder:
             raise InputError(
                 f"unknown target_filter keys {sorted(unknown)}: use 'variables', 'geo_levels' or 'target_ids'"
             )
-        self.targets = load_targets(
-            self.db_path,
-            self.time_period,
-            known_variables=self.known_variables,
-            uprating=self.uprating,
-            **target_filter,
-        )
+        simulator = get_simulator(self.simulator)
+        known = self.known_variables if self.known_variables is not None else simulator.known_variables()
+        uprating = self.uprating if self.uprating is not None else simulator.uprating()
+        self.targets = load_targets(self.db_path, self.time_period, known_variables=known, uprating=uprating,
+                                    **target_filter)
         return self.targets
 
     def prepare_state(

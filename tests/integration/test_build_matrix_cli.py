@@ -75,6 +75,7 @@ def test_matrix_equals_the_non_chunked_builder(built):
     assert_same(load_matrix(built), reference)
     rows = list(csv.reader((built / "matrix" / "targets.csv").open()))[1:]
     assert names == [row[2] for row in rows]
+    assert [float(row[6]) for row in rows] == [r.value for r in builder.targets.rows]  # uprated the same way
 
 
 def test_reset_to_dispatch_reruns_only_verify_and_assemble(built):

@@ -82,3 +82,15 @@ def test_the_report_lists_only_the_parameters_that_define_the_build(tmp_path: Pa
     params = json.loads((run_dir / "matrix" / "metadata.json").read_text())["parameters"]
     assert params["chunk_size"] == 25 and params["n_clones"] == 2 and params["db"] == str(toy_db)
     assert not {"clean", "status", "list", "dry_run", "to", "force", "workers"} & set(params)
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path: Path, toy_db: Path, fast_report):
+    """`build-matrix --status | head -1`: the reader leaves first; no `Broken pipe`, no traceback."""
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "--run-dir", str(run_dir), "--status"], cwd=REPO,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err  # as a shell reports `yes | head -1`
+    assert "Broken pipe" not in err and "Traceback" not in err
