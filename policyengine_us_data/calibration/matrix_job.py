@@ -14,6 +14,7 @@ from pathlib import Path
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.geography import CloneGeography, assign_geography
 from policyengine_us_data.calibration.simulator import get_simulator
+from policyengine_us_data.calibration.target_checks import variable_types_of
 from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
 from policyengine_us_data.calibration.uprating import policyengine_uprating
 from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
@@ -45,7 +46,7 @@ class MatrixJob:
         builder = UnifiedMatrixBuilder(
             args.db or default_targets_path(), args.year, dataset_path,
             work_dir=output_dir / "work", known_variables=set(system.variables),
-            uprating=policyengine_uprating(system),
+            uprating=policyengine_uprating(system), variable_type=variable_types_of(system),
         )
         geography = assign_geography(data.n_households, args.n_clones, seed=args.seed)
         return cls(builder=builder, geography=geography, output_dir=output_dir)

@@ -62,6 +62,7 @@ class UnifiedMatrixBuilder:
         simulator: str = "policyengine",
         known_variables: set[str] | None = None,
         uprating=None,
+        variable_type=None,
     ) -> None:
         self.db_path = _db_path(db_uri)
         self.time_period = int(time_period)
@@ -70,6 +71,7 @@ class UnifiedMatrixBuilder:
         self.simulator = simulator
         self.known_variables = known_variables
         self.uprating = uprating
+        self.variable_type = variable_type
         self.targets: TargetTable | None = None
 
     def load_targets(self, target_filter: dict[str, Any] | None = None) -> TargetTable:
@@ -85,6 +87,7 @@ class UnifiedMatrixBuilder:
             self.time_period,
             known_variables=self.known_variables,
             uprating=self.uprating,
+            variable_type=self.variable_type,
             **target_filter,
         )
         return self.targets
