@@ -12,13 +12,13 @@ from commands.layout import RunLayout, read_json
 from commands.verify_shards import assembler_for
 from policyengine_us_data.calibration.build_state import load_build_state
 from policyengine_us_data.calibration.csr_stream import load_csr_parts
+from policyengine_us_data.errors import InputError
 from policyengine_us_data.outputs.matrix_files import (
     initial_weights,
     write_calibration_package,
     write_matrix_outputs,
 )
 from policyengine_us_data.outputs.report import build_report
-from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.paths import check_output_dir, check_output_file
 from runner import BaseCommand, BuildState
 

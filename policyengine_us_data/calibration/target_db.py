@@ -237,9 +237,10 @@ def raise_problems(source: str | Path, problems: list[str]) -> None:
     """Raise one TargetError listing every problem (a single one keeps its own wording)."""
     if not problems:
         return
-    if len(problems) == 1:
-        raise TargetError(problems[0])
     prefix = f"{source}: "
+    if len(problems) == 1:
+        only = problems[0]
+        raise TargetError(only if only.startswith(prefix) else prefix + only.rstrip(".") + ".")
     items = [p[len(prefix):] if p.startswith(prefix) else p for p in problems]
     shown = items[:MAX_LISTED] + ([f"and {len(items) - MAX_LISTED} more"] if len(items) > MAX_LISTED else [])
     raise TargetError(f"target database {source}: {len(problems)} problems: " + "; ".join(

@@ -292,7 +292,7 @@ def load_targets(db_path: str | Path, year: int, *, variables: Collection[str] |
     if variable_type is not None:
         problems += constraint_value_problems(((r.stratum_id, c) for r in rows for c in r.domain), variable_type)
     problems += target_value_problems(rows)
-    raise_problems(db_path, problems)
+    raise_problems(Path(db_path), problems)
     rows.sort(key=_sort_key)
     rows = [replace(r, row=i) for i, r in enumerate(_disambiguate(rows))]
     notes = tuple(getattr(uprating, "notes", ())) if uprating is not None else ("values not uprated",)
