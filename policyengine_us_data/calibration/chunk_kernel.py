@@ -94,7 +94,11 @@ def group_entries(
 
 
 class NonFiniteCellError(ValueError):
-    """A cell came out NaN or infinite: the matrix must hold only finite numbers, so the chunk fails."""
+    """A cell came out NaN or infinite: the matrix must hold only finite numbers, so the chunk fails.
+
+    Deterministic (same inputs, same cell), so the dispatcher does not retry it."""
+
+    retryable = False
 
 
 def check_finite(group: RowGroup, values: np.ndarray, inputs: BuildInputs, col_start: int,
@@ -110,9 +114,9 @@ def check_finite(group: RowGroup, values: np.ndarray, inputs: BuildInputs, col_s
     domain = "[" + ",".join(c.label for c in group.domain) + "]" if group.domain else ""
     reform = f" (reform row of {group.variable})" if group.reform_id else ""
     raise NonFiniteCellError(
-        f"{where}: {len(bad)} cell(s) of {group.variable}{domain}{reform} are {values[bad[0]]!r} (not finite), first "
-        f"at column {column}: household_id {household_id} (base record {record}, clone {clone}). Check that "
-        f"household's inputs, or the simulator's formula for {group.variable}.")
+        f"{where}: {len(bad)} cell(s) of {group.variable}{domain}{reform} are not finite (first: {float(values[bad[0]])}) "
+        f"at column {column}: household_id {household_id} (base record {record}, clone {clone}); check that "
+        f"household's inputs, or the simulator's formula for {group.variable}")
 
 
 def compute_entries(

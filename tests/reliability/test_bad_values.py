@@ -193,8 +193,10 @@ class NanToySimulator(ToySimulator):
 
     name = "tests.reliability.test_bad_values:NanToySimulator"
     BAD_HOUSEHOLD = 7
+    calls = 0
 
     def compute(self, data, request):
+        NanToySimulator.calls += 1
         output = super().compute(data, request)
         if "household_net_income" in output.own_entity:
             ids = np.asarray(data.arrays["household_id"])
@@ -208,12 +210,14 @@ def test_a_cell_that_cannot_be_computed_fails_naming_chunk_household_and_variabl
                                                                                  fast_report):
     run_dir = tmp_path / "run"
     capsys.readouterr()
+    NanToySimulator.calls = 0
     code = main_in_process(toy_args(run_dir, toy_db, simulator=NanToySimulator.name))
     captured = capsys.readouterr()
     text = captured.err + captured.out
     assert code == 1, text
     assert "chunk 0" in text and "household_net_income" in text and "not finite" in text
-    assert "household_id" in text and "column 7" in text
+    assert "household_id 7" in text and "column 7" in text
+    assert NanToySimulator.calls <= 5 + 1, "a non-finite cell is deterministic: no chunk is retried"
     assert not (run_dir / "matrix" / "X.npz").exists()
     assert not list((run_dir / "chunks").glob("chunk_*.npz"))
 
