@@ -262,3 +262,16 @@ def test_unified_calibration_checks_path_flags_before_building(tmp_path, capsys)
         assert code == 2, (argv, err)
         assert words in err and "Traceback" not in err, err
         assert not out_dir.exists() and not (tmp_path / "missing").exists()
+
+
+def test_package_output_is_written_where_its_directory_exists_or_inside_the_run_directory(tmp_path, toy_db,
+                                                                                         fast_report):
+    """The good paths still work: an absolute path in an existing directory, and a relative one inside the run
+    directory (whose folders the step may create)."""
+    outside = tmp_path / "packages"
+    outside.mkdir()
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db, "--package-output", str(outside / "pkg.pkl"))) == 0
+    assert (outside / "pkg.pkl").stat().st_size > 0
+    assert main_in_process(toy_args(run_dir, toy_db, "--package-output", "sub/pkg.pkl")) == 0
+    assert (run_dir / "sub" / "pkg.pkl").stat().st_size > 0
