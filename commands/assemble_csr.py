@@ -12,12 +12,14 @@ from commands.layout import RunLayout, read_json
 from commands.verify_shards import assembler_for
 from policyengine_us_data.calibration.build_state import load_build_state
 from policyengine_us_data.calibration.csr_stream import load_csr_parts
+from policyengine_us_data.errors import InputError
 from policyengine_us_data.outputs.matrix_files import (
     initial_weights,
     write_calibration_package,
     write_matrix_outputs,
 )
 from policyengine_us_data.outputs.report import build_report
+from policyengine_us_data.utils.paths import check_output_dir, check_output_file
 from runner import BaseCommand, BuildState
 
 LOG = logging.getLogger(__name__)
@@ -60,10 +62,24 @@ class AssembleCSR(BaseCommand):
                             help="also write upstream's calibration_package.pkl here (inside the run directory "
                                  "when relative)")
 
+    @classmethod
+    def validate(cls, args: argparse.Namespace) -> None:
+        """Refuse a package path that cannot be written before anything is built (parents are never created
+        outside the run directory)."""
+        with domain_errors():
+            if args.package_output:
+                package = Path(args.package_output)
+                if package.is_absolute():
+                    check_output_file(package, "--package-output")
+                elif ".." in package.parts:
+                    raise InputError(f"--package-output {package}: a relative path lies inside the run directory "
+                                     "and cannot leave it with '..'; give an absolute path instead.")
+
     def run(self, state: BuildState) -> None:
         layout = RunLayout(state.run_dir)
         start = time.perf_counter()
         with domain_errors():
+            package = self._package_path(layout) if self.args.package_output else None
             assembler = assembler_for(layout, deep=False)
             matrix = self._assemble(assembler, layout)
             inputs = load_build_state(layout.state_dir)
@@ -71,9 +87,8 @@ class AssembleCSR(BaseCommand):
             metadata = self._metadata(assembler, dispatch, time.perf_counter() - start)
             write_matrix_outputs(layout.matrix_dir, matrix, inputs.targets, inputs.geography, metadata)
             weights = initial_weights(inputs.data, inputs.n_clones)
-            if self.args.package_output:
-                write_calibration_package(self._package_path(layout), matrix, inputs.targets,
-                                          inputs.geography, metadata, weights)
+            if package is not None:
+                write_calibration_package(package, matrix, inputs.targets, inputs.geography, metadata, weights)
             build_report(state.run_dir, matrix=matrix, targets=inputs.targets, weights=weights,
                          chunk_results=dispatch.get("results", []),
                          verify_summary=self._verify_summary(layout), metadata=metadata)
@@ -87,8 +102,12 @@ class AssembleCSR(BaseCommand):
         return load_csr_parts(parts)
 
     def _package_path(self, layout: RunLayout) -> Path:
+        """The checked package path; a relative one lies in the run directory, whose folders the step may make."""
         path = Path(self.args.package_output)
-        return path if path.is_absolute() else layout.run_dir / path
+        if not path.is_absolute():
+            path = layout.run_dir / path
+            check_output_dir(path.parent, "--package-output's directory").mkdir(parents=True, exist_ok=True)
+        return check_output_file(path, "--package-output")
 
     @staticmethod
     def _verify_summary(layout: RunLayout) -> dict | None:

@@ -64,6 +64,8 @@ class BuildConstraintCache(BaseCommand):
             target_ids=split_list(args.target_ids, int),
             known_variables=simulator.known_variables(),
             uprating=simulator.uprating(),
+            # optional on the seam: a simulator without it skips the constraint-type check
+            variable_type=getattr(simulator, "variable_type", None),
         )
         if not table.rows:
             raise InputError(f"no active targets selected from {db}: loosen the target filters")

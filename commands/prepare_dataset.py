@@ -8,7 +8,7 @@ import logging
 from commands.errors import domain_errors
 from commands.layout import RunLayout, write_json
 from policyengine_us_data.calibration.geography import assign_geography
-from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
+from policyengine_us_data.datasets.h5io import check_dataset, read_dataset, write_dataset
 from policyengine_us_data.datasets.stratify import stratified_subsample
 from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS, generate_synthetic
 from policyengine_us_data.errors import InputError
@@ -53,7 +53,7 @@ class PrepareDataset(BaseCommand):
             for name in ("households", "target_households", "n_clones"):
                 positive(name, getattr(args, name))
             if args.dataset:
-                read_dataset(args.dataset)
+                check_dataset(args.dataset)  # streamed: bounded memory whatever the file declares
 
     def run(self, state: BuildState) -> None:
         args = self.args

@@ -93,10 +93,40 @@ def group_entries(
     return rows, cols, values[cols]
 
 
+class NonFiniteCellError(ValueError):
+    """A cell came out NaN or infinite: the matrix must hold only finite numbers, so the chunk fails.
+
+    Deterministic (same inputs, same cell), so the dispatcher does not retry it."""
+
+    retryable = False
+
+
+def check_finite(group: RowGroup, values: np.ndarray, inputs: BuildInputs, col_start: int,
+                 chunk_id: int | None) -> None:
+    """Raise NonFiniteCellError naming the chunk, the first bad column's household and the variable."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not len(bad):
+        return
+    column = col_start + int(bad[0])
+    clone, record = divmod(column, inputs.n_records)
+    household_id = np.asarray(inputs.data.arrays["household_id"])[record].item()
+    where = f"chunk {chunk_id}" if chunk_id is not None else f"columns {col_start}-{col_start + len(values) - 1}"
+    domain = "[" + ",".join(c.label for c in group.domain) + "]" if group.domain else ""
+    reform = f" (reform row of {group.variable})" if group.reform_id else ""
+    raise NonFiniteCellError(
+        f"{where}: {len(bad)} cell(s) of {group.variable}{domain}{reform} are not finite (first: {float(values[bad[0]])}) "
+        f"at column {column}: household_id {household_id} (base record {record}, clone {clone}); check that "
+        f"household's inputs, or the simulator's formula for {group.variable}")
+
+
 def compute_entries(
-    inputs: BuildInputs, col_start: int, col_end: int, simulator: Simulator | None = None
+    inputs: BuildInputs, col_start: int, col_end: int, simulator: Simulator | None = None,
+    chunk_id: int | None = None,
 ) -> ChunkEntries:
-    """Simulate the columns [col_start, col_end) and return their non-zero cells (global columns)."""
+    """Simulate the columns [col_start, col_end) and return their non-zero cells (global columns).
+
+    A NaN or infinite cell raises NonFiniteCellError (naming `chunk_id` when given) instead of reaching a shard.
+    """
     simulator = simulator or get_simulator(inputs.simulator)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -109,10 +139,11 @@ def compute_entries(
     timings["simulate"] = time.perf_counter() - t
     t = time.perf_counter()
     column_geo = _column_geo_ids(inputs, col_start, col_end)
-    parts = [
-        group_entries(g, household_values(g, data, out, simulator.entity_of), inputs.cache, column_geo)
-        for g in inputs.cache.groups
-    ]
+    parts = []
+    for g in inputs.cache.groups:
+        values = household_values(g, data, out, simulator.entity_of)
+        check_finite(g, values, inputs, col_start, chunk_id)
+        parts.append(group_entries(g, values, inputs.cache, column_geo))
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     cols = np.concatenate([p[1] for p in parts]) + col_start if parts else np.zeros(0, dtype=np.int64)
     vals = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
@@ -129,7 +160,7 @@ def run_chunk(plan: ChunkPlan, state_dir: str) -> ChunkResult:
     """Compute one chunk and write its shard atomically; return a small result record."""
     started = time.time()
     inputs = load_build_state(state_dir)
-    entries = compute_entries(inputs, plan.col_start, plan.col_end)
+    entries = compute_entries(inputs, plan.col_start, plan.col_end, chunk_id=plan.chunk_id)
     crash_point("kernel-simulated")
     t = time.perf_counter()
     header = write_shard(

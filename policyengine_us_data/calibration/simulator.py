@@ -143,6 +143,12 @@ class PolicyEngineSimulator:
     def entity_of(self, variable: str) -> str:
         return self._system.variables[variable].entity.key
 
+    def variable_type(self, variable: str):
+        """What a constraint on `variable` may compare with (a `target_checks.VariableType`; None if unknown)."""
+        from policyengine_us_data.calibration.target_checks import variable_types_of
+
+        return variable_types_of(self._system)(variable)
+
     def compute(self, data: HouseholdData, request: SimulationRequest) -> SimulationOutput:
         from policyengine_us_data.datasets.h5io import write_dataset
 

@@ -16,7 +16,7 @@ import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, TypeVar
 
 from policyengine_us_data.errors import TargetError
 from policyengine_us_data.utils.atomic import atomic_path
@@ -33,6 +33,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 ConstraintValue = bool | int | float | str
+T = TypeVar("T")
+MAX_LISTED = 25
+"""Problems spelled out in one message; the rest are counted."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ def normalise_operation(operation: object, where: str) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if path.is_dir():
+        raise TargetError(f"target database {path} is a directory, not a database file; pass the path of the "
+                          "policy_data.db file inside it.")
     if not path.is_file():
         raise TargetError(
             f"target database {path} does not exist; pass the path of a policy_data.db or build the "
@@ -166,82 +172,120 @@ def _as_active(value: object, where: str) -> bool:
     raise TargetError(f"{where}: column 'active' value {value!r} is not 0/1 or True/False; fix the row.")
 
 
-def _read_targets(conn: sqlite3.Connection, path: Path) -> Iterator[RawTarget]:
+def _read_targets(conn: sqlite3.Connection, path: Path, problems: list[str]) -> tuple[RawTarget, ...]:
     query = ("SELECT target_id, variable, period, stratum_id, reform_id, value, active "
              "FROM targets ORDER BY target_id")
-    for tid, variable, period, stratum_id, reform_id, value, active in conn.execute(query):
-        where = f"{path}: table 'targets', target_id {tid!r}"
-        if variable is None or not str(variable).strip():
-            raise TargetError(f"{where}: column 'variable' is empty; fix the row.")
-        is_active = _as_active(active, where)
-        yield RawTarget(
-            target_id=_as_int(tid, where, "target_id"),
-            variable=str(variable).strip(),
-            period=_as_int(period, where, "period"),
-            stratum_id=_as_int(stratum_id, where, "stratum_id"),
-            reform_id=0 if reform_id is None else _as_int(reform_id, where, "reform_id"),
-            # an inactive row may hold a placeholder value: it is dropped before it is used
-            value=_as_float(value, where, "value") if is_active else math.nan,
-            active=is_active,
-        )
+    parsed = (_collect(problems, _parse_target, path, *row) for row in conn.execute(query))
+    return tuple(t for t in parsed if t is not None)
 
 
-def _read_constraints(conn: sqlite3.Connection, path: Path) -> dict[int, tuple[RawConstraint, ...]]:
+def _parse_target(path: Path, tid, variable, period, stratum_id, reform_id, value, active) -> RawTarget:
+    where = f"{path}: table 'targets', target_id {tid!r}"
+    if variable is None or not str(variable).strip():
+        raise TargetError(f"{where}: column 'variable' is empty; fix the row.")
+    is_active = _as_active(active, where)
+    return RawTarget(
+        target_id=_as_int(tid, where, "target_id"),
+        variable=str(variable).strip(),
+        period=_as_int(period, where, "period"),
+        stratum_id=_as_int(stratum_id, where, "stratum_id"),
+        reform_id=0 if reform_id is None else _as_int(reform_id, where, "reform_id"),
+        # an inactive row may hold a placeholder value: it is dropped before it is used
+        value=_as_float(value, where, "value") if is_active else math.nan,
+        active=is_active,
+    )
+
+
+def _read_constraints(conn: sqlite3.Connection, path: Path,
+                      problems: list[str]) -> dict[int, tuple[RawConstraint, ...]]:
     query = ("SELECT rowid, stratum_id, constraint_variable, operation, value FROM stratum_constraints "
              "ORDER BY stratum_id, rowid")
     out: dict[int, list[RawConstraint]] = {}
-    for rowid, stratum_id, variable, operation, value in conn.execute(query):
-        where = f"{path}: table 'stratum_constraints', rowid {rowid} (stratum_id {stratum_id!r})"
-        sid = _as_int(stratum_id, where, "stratum_id")
-        if variable is None or not str(variable).strip():
-            raise TargetError(f"{where}: column 'constraint_variable' is empty; fix the row.")
-        op = normalise_operation(operation, where)
-        if value is None:
-            raise TargetError(f"{where}: column 'value' is NULL; every constraint needs a value.")
-        parsed = parse_value(value)
-        if op in NUMERIC_OPERATIONS and (isinstance(parsed, str) or isinstance(parsed, bool)):
-            raise TargetError(f"{where}: column 'value' {value!r} does not parse as a number, which "
-                              f"operation '{op}' needs; fix the value or the operation.")
-        out.setdefault(sid, []).append(RawConstraint(sid, str(variable).strip(), op, parsed))
+    for row in conn.execute(query):
+        constraint = _collect(problems, _parse_constraint, path, *row)
+        if constraint is not None:
+            out.setdefault(constraint.stratum_id, []).append(constraint)
     return {sid: tuple(items) for sid, items in out.items()}
 
 
+def _parse_constraint(path: Path, rowid, stratum_id, variable, operation, value) -> RawConstraint:
+    where = f"{path}: table 'stratum_constraints', rowid {rowid} (stratum_id {stratum_id!r})"
+    sid = _as_int(stratum_id, where, "stratum_id")
+    if variable is None or not str(variable).strip():
+        raise TargetError(f"{where}: column 'constraint_variable' is empty; fix the row.")
+    op = normalise_operation(operation, where)
+    if value is None:
+        raise TargetError(f"{where}: column 'value' is NULL; every constraint needs a value.")
+    parsed = parse_value(value)
+    if op in NUMERIC_OPERATIONS and (isinstance(parsed, str) or isinstance(parsed, bool)):
+        raise TargetError(f"{where}: column 'value' {value!r} does not parse as a number, which "
+                          f"operation '{op}' needs; fix the value or the operation.")
+    return RawConstraint(sid, str(variable).strip(), op, parsed)
+
+
+def _collect(problems: list[str], parse: Callable[..., T], *args: object) -> T | None:
+    """`parse(*args)`, or None with its TargetError's message added to `problems`."""
+    try:
+        return parse(*args)
+    except TargetError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def raise_problems(source: str | Path, problems: list[str]) -> None:
+    """Raise one TargetError listing every problem (a single one keeps its own wording)."""
+    if not problems:
+        return
+    prefix = f"{source}: "
+    if len(problems) == 1:
+        only = problems[0]
+        raise TargetError(only if only.startswith(prefix) else prefix + only.rstrip(".") + ".")
+    items = [p[len(prefix):] if p.startswith(prefix) else p for p in problems]
+    shown = items[:MAX_LISTED] + ([f"and {len(items) - MAX_LISTED} more"] if len(items) > MAX_LISTED else [])
+    raise TargetError(f"target database {source}: {len(problems)} problems: " + "; ".join(
+        item.rstrip(".") for item in shown) + ". Fix them all, then rerun; nothing was built.")
+
+
 def read_database(db_path: str | Path) -> RawDatabase:
-    """Read and check the three tables; raise `TargetError` on the first defect found."""
+    """Read and check the three tables; raise one `TargetError` listing every defect found."""
     path = Path(db_path)
     conn = _connect(path)
+    problems: list[str] = []
     try:
         _check_schema(conn, path)
         try:
             strata = {_as_int(row[0], f"{path}: table 'strata'", "stratum_id")
                       for row in conn.execute("SELECT stratum_id FROM strata")}
-            constraints = _read_constraints(conn, path)
-            targets = tuple(_read_targets(conn, path))
+            constraints = _read_constraints(conn, path, problems)
+            targets = _read_targets(conn, path, problems)
         except sqlite3.DatabaseError as exc:
             raise TargetError(f"target database {path} could not be read ({exc}); is it damaged?") from exc
     finally:
         conn.close()
-    _check_references(path, strata, targets)
+    problems += _reference_problems(path, strata, targets)
+    raise_problems(path, problems)
     return RawDatabase(str(path), frozenset(strata), constraints, targets)
 
 
-def _check_references(path: Path, strata: set[int], targets: tuple[RawTarget, ...]) -> None:
+def _reference_problems(path: Path, strata: set[int], targets: tuple[RawTarget, ...]) -> list[str]:
     """Active targets must point at existing strata and be unique per (variable, period, stratum, reform)."""
+    problems = []
     seen: dict[tuple[str, int, int, int], int] = {}
     for t in targets:
         if not t.active:
             continue
         if t.stratum_id not in strata:
-            raise TargetError(f"{path}: table 'targets', target_id {t.target_id}: stratum_id {t.stratum_id} "
-                              "is not in table 'strata'; add the stratum or fix the target.")
+            problems.append(f"{path}: table 'targets', target_id {t.target_id}: stratum_id {t.stratum_id} "
+                            "is not in table 'strata'; add the stratum or fix the target.")
         key = (t.variable, t.period, t.stratum_id, t.reform_id)
         if key in seen:
-            raise TargetError(
+            problems.append(
                 f"{path}: table 'targets': target_ids {seen[key]} and {t.target_id} are duplicates (variable "
                 f"{t.variable!r}, period {t.period}, stratum_id {t.stratum_id}, reform_id {t.reform_id}); "
                 "delete one or mark it inactive."
             )
-        seen[key] = t.target_id
+        seen.setdefault(key, t.target_id)
+    return problems
 
 
 # --- writing (the embedded default database and tests build databases in the same schema) ---

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any, Collection, Iterable
 
 from policyengine_us_data.calibration.geography import SEATS
-from policyengine_us_data.calibration.target_db import RawDatabase, RawTarget, read_database
+from policyengine_us_data.calibration.target_checks import (
+    VariableTypeLookup,
+    constraint_value_problems,
+    target_value_problems,
+    unknown_variable_problems,
+)
+from policyengine_us_data.calibration.target_db import RawDatabase, RawTarget, raise_problems, read_database
 from policyengine_us_data.calibration.uprating import UpratingFunction, policyengine_uprating
 from policyengine_us_data.errors import TargetError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
@@ -236,19 +242,13 @@ def _name(level: str, geographic_id: str, variable: str, reform_id: int, domain:
     return "/".join(parts)
 
 
-def _check_known(rows: list[TargetRow], known: Collection[str], source: str) -> None:
-    unknown: dict[str, set[int]] = {}
+def _variables_used(rows: list[TargetRow]) -> dict[str, set[int]]:
+    """Every target and domain variable of `rows` -> the target ids using it."""
+    used: dict[str, set[int]] = {}
     for r in rows:
         for variable in [r.variable] + [c.variable for c in r.domain]:
-            if variable not in known:
-                unknown.setdefault(variable, set()).add(r.target_id)
-    if unknown:
-        listing = "; ".join(f"{v} (target_ids {sorted(ids)[:5]}{'...' if len(ids) > 5 else ''})"
-                            for v, ids in sorted(unknown.items()))
-        raise TargetError(
-            f"{source}: {len(unknown)} variable(s) are unknown to policyengine-us: {listing}. Fix the names, "
-            "mark those targets inactive (active = 0), or leave them out with the variables filter."
-        )
+            used.setdefault(variable, set()).add(r.target_id)
+    return used
 
 
 def _sort_key(r: TargetRow) -> tuple[Any, ...]:
@@ -276,17 +276,41 @@ def _check_filters(geo_levels: Collection[str] | None) -> None:
 def load_targets(db_path: str | Path, year: int, *, variables: Collection[str] | None = None,
                  geo_levels: Collection[str] | None = None, target_ids: Collection[int] | None = None,
                  known_variables: Collection[str] | None = None,
-                 uprating: UpratingFunction | None = None) -> TargetTable:
+                 uprating: UpratingFunction | None = None,
+                 variable_type: VariableTypeLookup | None = None) -> TargetTable:
     """Read, choose periods, filter, check, uprate and sort the targets of `db_path` for `year`.
 
-    Filters apply after period choice; the unknown-variable check applies to the rows kept, so a
-    filter can leave out targets this policyengine-us version cannot compute.
+    Filters apply after period choice; the unknown-variable and constraint-type checks (`variable_type`: name ->
+    VariableType, None skips it) apply to the rows kept, so a filter can leave out targets this policyengine-us
+    version cannot compute. Every problem found is listed in one TargetError.
     """
     _check_filters(geo_levels)
     db = read_database(db_path)
+    rows, problems = _select_rows(db, year, variables, geo_levels, target_ids, uprating)
+    if known_variables is not None:
+        problems += unknown_variable_problems(_variables_used(rows), set(known_variables))
+    if variable_type is not None:
+        problems += constraint_value_problems(((r.stratum_id, c) for r in rows for c in r.domain), variable_type)
+    problems += target_value_problems(rows)
+    raise_problems(Path(db_path), problems)
+    rows.sort(key=_sort_key)
+    rows = [replace(r, row=i) for i, r in enumerate(_disambiguate(rows))]
+    notes = tuple(getattr(uprating, "notes", ())) if uprating is not None else ("values not uprated",)
+    return TargetTable(tuple(rows), year, notes)
+
+
+def _select_rows(db: RawDatabase, year: int, variables: Collection[str] | None, geo_levels: Collection[str] | None,
+                 target_ids: Collection[int] | None,
+                 uprating: UpratingFunction | None) -> tuple[list[TargetRow], list[str]]:
+    """The unsorted rows the filters keep, and the problems of their strata."""
     rows: list[TargetRow] = []
+    problems: list[str] = []
     for t in choose_periods((t for t in db.targets if t.active), year):
-        level, geo_id, geographic_id, domain = _split_constraints(db, t.stratum_id)
+        try:
+            level, geo_id, geographic_id, domain = _split_constraints(db, t.stratum_id)
+        except TargetError as exc:
+            problems.append(str(exc))
+            continue
         if variables is not None and t.variable not in variables:
             continue
         if geo_levels is not None and level not in geo_levels:
@@ -297,9 +321,4 @@ def load_targets(db_path: str | Path, year: int, *, variables: Collection[str] |
         rows.append(TargetRow(-1, t.target_id, t.stratum_id, t.variable, t.period, t.reform_id,
                               t.value * factor, t.value, level, geo_id, geographic_id, domain,
                               _name(level, geographic_id, t.variable, t.reform_id, domain)))
-    if known_variables is not None:
-        _check_known(rows, set(known_variables), str(db_path))
-    rows.sort(key=_sort_key)
-    rows = [replace(r, row=i) for i, r in enumerate(_disambiguate(rows))]
-    notes = tuple(getattr(uprating, "notes", ())) if uprating is not None else ("values not uprated",)
-    return TargetTable(tuple(rows), year, notes)
+    return rows, list(dict.fromkeys(problems))

@@ -18,6 +18,7 @@ from typing import Sequence
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError
 from policyengine_us_data.errors import ArtifactError, InputError
 from policyengine_us_data.utils.cli_process import configure_logging, exit_now, version_line
+from policyengine_us_data.utils.paths import check_input_file, check_output_dir, check_output_file
 
 LOG = logging.getLogger(__name__)
 DEFAULT_N_CLONES = 430
@@ -122,6 +123,19 @@ def _peak_rss_gb(chunk_dir: Path) -> float:
     return 3.1
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Every path flag is of the right kind before anything is built; no parent directory is created for
+    --package-output."""
+    for flag, value in (("--dataset", args.dataset), ("--db", args.db)):
+        if value:
+            check_input_file(value, flag)
+    for flag, value in (("--output-dir", args.output_dir), ("--chunk-dir", args.chunk_dir)):
+        if value:
+            check_output_dir(value, flag)
+    if args.package_output:
+        check_output_file(args.package_output, "--package-output")
+
+
 def remove_chunks(chunk_dir: Path) -> None:
     """Drop this build's shards and manifest once the matrix is written (nothing else there)."""
     for path in chunk_dir.glob("chunk_*.npz"):
@@ -137,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plan:
         return print_plan(args)
+    check_paths(args)
     job = MatrixJob.from_args(args)
     if args.chunked_matrix:
         dispatcher = choose_dispatcher(args)

@@ -53,7 +53,7 @@ def _db_path(db_uri: str | os.PathLike) -> str:
 class UnifiedMatrixBuilder:
     """Builds the calibration matrix for one dataset, target database and build year.
 
-    `known_variables` and `uprating` default to the simulator's own, as in `bin/build-matrix`'s
+    `known_variables`, `uprating` and `variable_type` default to the simulator's own, as in `bin/build-matrix`'s
     constraints step, so both front ends give the same target values (pass an uprating function
     returning 1.0 to keep the database's values as they are).
     """
@@ -68,6 +68,7 @@ class UnifiedMatrixBuilder:
         simulator: str = "policyengine",
         known_variables: set[str] | None = None,
         uprating=None,
+        variable_type=None,
     ) -> None:
         self.db_path = _db_path(db_uri)
         self.time_period = int(time_period)
@@ -76,6 +77,7 @@ class UnifiedMatrixBuilder:
         self.simulator = simulator
         self.known_variables = known_variables
         self.uprating = uprating
+        self.variable_type = variable_type
         self.targets: TargetTable | None = None
 
     def load_targets(self, target_filter: dict[str, Any] | None = None) -> TargetTable:
@@ -89,8 +91,9 @@ class UnifiedMatrixBuilder:
         simulator = get_simulator(self.simulator)
         known = self.known_variables if self.known_variables is not None else simulator.known_variables()
         uprating = self.uprating if self.uprating is not None else simulator.uprating()
+        variable_type = self.variable_type or getattr(simulator, "variable_type", None)
         self.targets = load_targets(self.db_path, self.time_period, known_variables=known, uprating=uprating,
-                                    **target_filter)
+                                    variable_type=variable_type, **target_filter)
         return self.targets
 
     def prepare_state(

@@ -22,6 +22,7 @@ from policyengine_us_data.datasets.household_data import (
     id_name,
     link_name,
 )
+from policyengine_us_data.datasets.validate import validate_h5_nodes
 from policyengine_us_data.errors import DatasetError
 from policyengine_us_data.utils.atomic import atomic_path
 
@@ -61,8 +62,21 @@ def read_dataset(path: str | os.PathLike, period: int | None = None) -> Househol
     """Read and validate a PolicyEngine h5 dataset.
 
     `period=None` takes the period of `person_id` (the latest, if it has several). Variables without a value
-    for the chosen period are skipped, as they carry no input for it.
+    for the chosen period are skipped, as they carry no input for it. Values are validated (streamed, see
+    `datasets.validate`) before anything is loaded.
     """
+    source, chosen, arrays = _open_validated(path, period, load=True)
+    validate_arrays(arrays, str(source))
+    return HouseholdData(arrays, chosen)
+
+
+def check_dataset(path: str | os.PathLike, period: int | None = None) -> int:
+    """Validate a dataset file the way `read_dataset` does without loading it (bounded memory); return its period."""
+    return _open_validated(path, period, load=False)[1]
+
+
+def _open_validated(path: str | os.PathLike, period: int | None,
+                    load: bool) -> tuple[Path, int, dict[str, np.ndarray]]:
     source = Path(path)
     if not source.exists():
         raise DatasetError(f"{source}: dataset file not found. Check the path, or omit it to use the embedded "
@@ -74,17 +88,19 @@ def read_dataset(path: str | os.PathLike, period: int | None = None) -> Househol
             raise DatasetError(f"{source}: not an HDF5 file (wrong format or damaged). Pass a PolicyEngine .h5 "
                                f"dataset. {_REWRITE}")
         with h5py.File(source, "r") as handle:
-            chosen, arrays = _read_arrays(handle, source, period)
+            chosen, nodes = _select_nodes(handle, source, period)
+            validate_h5_nodes(nodes, str(source))
+            arrays = {name: _from_stored(np.asarray(node[()])) for name, node in nodes.items()} if load else {}
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
         raise DatasetError(f"{source}: unreadable HDF5 file ({type(exc).__name__}: {exc}); it is probably "
                            f"truncated or damaged. {_REWRITE}") from exc
-    validate_arrays(arrays, str(source))
-    return HouseholdData(arrays, chosen)
+    return source, chosen, arrays
 
 
-def _read_arrays(handle: h5py.File, source: Path, period: int | None) -> tuple[int, dict[str, np.ndarray]]:
+def _select_nodes(handle: h5py.File, source: Path, period: int | None) -> tuple[int, dict[str, h5py.Dataset]]:
+    """(chosen period, variable name -> its h5 dataset for that period), nothing read yet."""
     periods_by_var: dict[str, dict[int, h5py.Dataset]] = {}
     flat: dict[str, h5py.Dataset] = {}
     for name, node in handle.items():
@@ -94,13 +110,10 @@ def _read_arrays(handle: h5py.File, source: Path, period: int | None) -> tuple[i
         elif isinstance(node, h5py.Dataset):
             flat[name] = node
     chosen = _choose_period(periods_by_var, flat, source, period)
-    arrays: dict[str, np.ndarray] = {}
-    for name, by_period in periods_by_var.items():
-        if chosen in by_period:
-            arrays[name] = _from_stored(np.asarray(by_period[chosen][()]))
+    nodes = {name: by_period[chosen] for name, by_period in periods_by_var.items() if chosen in by_period}
     for name, node in flat.items():
-        arrays.setdefault(name, _from_stored(np.asarray(node[()])))
-    return chosen, arrays
+        nodes.setdefault(name, node)
+    return chosen, nodes
 
 
 def _choose_period(periods_by_var: dict[str, dict[int, h5py.Dataset]], flat: dict, source: Path,

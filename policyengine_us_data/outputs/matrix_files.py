@@ -24,6 +24,7 @@ from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
+from policyengine_us_data.utils.paths import check_output_file
 
 __all__ = [
     "MATRIX_FILE", "TARGETS_FILE", "METADATA_FILE", "GEOGRAPHY_FILE", "TARGET_COLUMNS", "PACKAGE_KEYS",
@@ -171,6 +172,7 @@ def write_calibration_package(
     """
     import pandas as pd
 
+    check_output_file(path, "calibration package")  # never creates its directory
     csr = _check_shapes(matrix, targets, geography)
     weights = np.asarray(initial_weights, dtype=np.float64)
     if weights.shape != (csr.shape[1],):

@@ -8,6 +8,8 @@ relative error by geo level), each atomically. `write_verify_report` records wha
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -194,7 +196,7 @@ def build_report(
     chunks, exact = normalise_chunks(chunk_results)
     fit = fit_summary(matrix, targets, weights)
     errors = fit.pop("abs_rel_errors_by_geo_level")
-    report = {
+    report = finite_or_null({
         "format": REPORT_FORMAT,
         "matrix": matrix_summary(matrix, targets),
         "chunks": chunk_summary(chunks, exact),
@@ -202,11 +204,29 @@ def build_report(
         "verify": dict(verify_summary) if verify_summary is not None else None,
         "metadata": dict(metadata or {}),
         "files": {"json": REPORT_JSON, "markdown": REPORT_MD, "figure": REPORT_PNG},
-    }
+    })
     render_figure(out / REPORT_PNG, chunks, exact, errors)
-    atomic_write_json(out / REPORT_JSON, report)
+    # strict JSON (JSON.parse rejects NaN): every figure that could not be computed is null
+    atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
     atomic_write_text(out / REPORT_MD, render_markdown(report))
     return report
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` as plain JSON types, with every NaN or infinite number replaced by None (null)."""
+    if isinstance(value, Mapping):
+        return {str(k): finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
 
 
 def _damaged(summary: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from policyengine_us_data.outputs.report import REPORT_PNG
@@ -32,7 +33,7 @@ def _int(n: int | float) -> str:
 
 def _num(x: float | None) -> str:
     """Large totals in words a reader scans quickly: 1.23 B, 45.6 M, 12,345, 0.5."""
-    if x is None:
+    if x is None or not math.isfinite(x):
         return "n/a"
     size = abs(x)
     for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
@@ -42,7 +43,7 @@ def _num(x: float | None) -> str:
 
 
 def _pct(x: float | None, signed: bool = False) -> str:
-    if x is None:
+    if x is None or not math.isfinite(x):  # never "nan%"
         return "n/a"
     return f"{x * 100:+,.1f}%" if signed else f"{x * 100:,.1f}%"
 

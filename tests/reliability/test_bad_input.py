@@ -157,7 +157,7 @@ CASES = [
     Case("not-hdf5", _file_flag("--dataset", not_hdf5), ("not an hdf5 file", "pass a policyengine .h5")),
     Case("no-person-id", _file_flag("--dataset", h5_without_person_id), ("'person_id' is missing", "regenerate")),
     Case("dangling-links", _file_flag("--dataset", h5_dangling_links),
-         ("points at ids that do not exist", "987654", "fix the link")),
+         ("point at ids that do not exist", "987654", "fix the link")),
     Case("unequal-lengths", _file_flag("--dataset", h5_unequal_lengths), ("'age' has length", "fix or drop")),
     Case("db-missing", ["--to", "assemble", "--db", "/nonexistent/policy_data.db"], ("does not exist", "pass the path")),
     Case("db-missing-table", _file_flag("--db", db_missing_table),

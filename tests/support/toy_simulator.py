@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest
+from policyengine_us_data.calibration.target_checks import VariableType
 from policyengine_us_data.datasets.household_data import HouseholdData
 
 ENTITY = {
@@ -47,6 +48,12 @@ class ToySimulator:
 
     def known_variables(self) -> set[str]:
         return set(ENTITY)
+
+    def variable_type(self, variable: str) -> VariableType | None:
+        """Booleans are booleans, everything else a number (as policyengine-us types them)."""
+        if variable not in ENTITY:
+            return None
+        return VariableType("bool" if variable == "medicaid_enrolled" else "number")
 
     def uprating(self):
         return None

@@ -127,6 +127,8 @@ def run_outcome(kernel: Kernel, plan: ChunkPlan, state_dir: str) -> dict[str, An
             "ok": False,
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback_excerpt(exc),
+            # an error that says so (e.g. a non-finite cell) would come back the same on every attempt
+            "retry": bool(getattr(exc, "retryable", True)),
             "worker": who,
             "start": start,
             "end": time.time(),
@@ -166,12 +168,14 @@ class RetryBook:
             if self.on_result is not None:
                 self.on_result(result)
             return False
-        return self.fail(chunk_id, str(outcome.get("error", "unknown error")), str(outcome.get("traceback", "")))
+        return self.fail(chunk_id, str(outcome.get("error", "unknown error")), str(outcome.get("traceback", "")),
+                         retry=bool(outcome.get("retry", True)))
 
-    def fail(self, chunk_id: int, error: str, excerpt: str = "") -> bool:
-        """Book a failed attempt; list the chunk as failed once it has used every attempt."""
+    def fail(self, chunk_id: int, error: str, excerpt: str = "", retry: bool = True) -> bool:
+        """Book a failed attempt; list the chunk as failed once it has used every attempt (or at once when the
+        error is not worth retrying)."""
         attempts = self.attempts.get(chunk_id, 1)
-        if attempts < self.max_attempts:
+        if retry and attempts < self.max_attempts:
             return True
         self.report.failures.append(ChunkFailure(chunk_id, error, excerpt, attempts))
         return False

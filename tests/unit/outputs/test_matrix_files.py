@@ -113,6 +113,11 @@ def test_shape_mismatches_are_input_errors(tmp_path, matrix, targets, geography)
 
 def test_calibration_package_keys_and_shapes(tmp_path, matrix, targets, geography, household_data) -> None:
     weights = initial_weights(household_data, 2)
+    with pytest.raises(InputError, match="does not exist; create it first"):  # never creates its directory
+        write_calibration_package(tmp_path / "pkg" / "calibration_package.pkl", matrix, targets, geography,
+                                  {"run": 1}, weights)
+    assert not (tmp_path / "pkg").exists()
+    (tmp_path / "pkg").mkdir()
     path = write_calibration_package(tmp_path / "pkg" / "calibration_package.pkl", matrix, targets, geography,
                                      {"run": 1}, weights)
     with open(path, "rb") as handle:
