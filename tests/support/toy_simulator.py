@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest
-from policyengine_us_data.datasets.household_data import HouseholdData
+from policyengine_us_data.datasets.household_data import KNOWN_ENTITIES, HouseholdData
 
 ENTITY = {
     "age": "person",
@@ -47,6 +47,13 @@ class ToySimulator:
 
     def known_variables(self) -> set[str]:
         return set(ENTITY)
+
+    def variable_entities(self) -> dict[str, str]:
+        """What it computes plus the inputs the synthetic generator writes (their policyengine-us entities)."""
+        return {**KNOWN_ENTITIES, **ENTITY}
+
+    def refused_inputs(self) -> frozenset[str]:
+        return frozenset()
 
     def uprating(self):
         return None
