@@ -70,6 +70,8 @@ def calculate_spm_thresholds_vectorized(
     units = np.asarray(person_spm_unit_ids, dtype=np.int64)
     children = np.bincount(units, weights=np.asarray(person_ages) < 18, minlength=n_units)
     adults = np.bincount(units, minlength=n_units) - children
+    lone_children = (adults == 0) & (children > 0)  # the SPM counts a unit's first member as its adult
+    adults, children = adults + lone_children, children - lone_children
     years = get_available_years()
     base = get_published_thresholds(min(max(int(year), years[0]), years[-1]))
     tenure = np.array([base[tenure_key(t)] for t in spm_unit_tenure_types], dtype=np.float64)
