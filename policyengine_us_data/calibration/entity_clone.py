@@ -77,18 +77,20 @@ def _drop_stale_geography(arrays: dict[str, np.ndarray]) -> None:
 
 
 def local_geography(geography: CloneGeography, cols: slice) -> dict[str, np.ndarray]:
-    """County and block of the columns, when the geography knows them (policyengine-us derives the county,
-    and so ACA rating areas, from `county_fips`)."""
-    blocks = geography.block_geoid[cols]
-    if len(blocks) and (blocks != "").all():
-        unique, inverse = np.unique(blocks, return_inverse=True)
-        derived = derive_geography_from_blocks(unique)
-        return {"county_fips": np.asarray(derived["county_fips"]).astype("U5")[inverse.ravel()],
-                "block_geoid": np.asarray(unique).astype(str)[inverse.ravel()]}
+    """County (and block) of each column where the geography knows them; policyengine-us derives the
+    county, and so ACA rating areas, from `county_fips` ("" = unknown: it falls back to the state's)."""
+    blocks = np.asarray(geography.block_geoid[cols]).astype(str)
     counties = geography.county_fips[cols]
-    if len(counties) and (counties >= 0).all():
-        return {"county_fips": np.char.zfill(counties.astype(str), 5)}
-    return {}
+    has_block = blocks != ""
+    if not len(blocks) or not (has_block.any() or (counties >= 0).any()):
+        return {}
+    county = np.where(counties >= 0, np.char.zfill(counties.astype(str), 5), "").astype("U5")
+    if has_block.any():
+        unique, inverse = np.unique(blocks[has_block], return_inverse=True)
+        derived = np.asarray(derive_geography_from_blocks(unique)["county_fips"]).astype("U5")
+        county[has_block] = derived[inverse.ravel()]
+        return {"county_fips": county, "block_geoid": blocks}
+    return {"county_fips": county}
 
 
 def clone_spm_thresholds(data: HouseholdData) -> np.ndarray:

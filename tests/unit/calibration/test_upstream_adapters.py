@@ -137,3 +137,15 @@ def test_a_shard_covering_other_columns_is_refused_in_either_format(tmp_path) ->
                 lineage_signature="sig")
     with pytest.raises(InputError, match="covers cols 20-39, expected 0-19"):
         refuse_misplaced_shards([plan])
+
+
+def test_columns_without_a_known_county_get_an_empty_one(tmp_path) -> None:
+    geography = upstream_geography(50)
+    geography.block_geoid[50:] = ""
+    geography.county_fips[50:] = ""
+    base = read_dataset(write_upstream_dataset(tmp_path / "f.h5"), variable_entities=TOY_ENTITIES)
+    chunk = entity_clone.materialise_columns(base, as_clone_geography(geography), 45, 55)
+    assert chunk.arrays["county_fips"].tolist() == ["37183"] * 5 + [""] * 5
+    assert chunk.arrays["block_geoid"].tolist() == ["371830501001001"] * 5 + [""] * 5
+    ours = entity_clone.materialise_columns(base, assign_random_geography(50, 2).to_clone_geography(), 0, 10)
+    assert "county_fips" not in ours.arrays  # the project's own geography knows no counties: nothing written
