@@ -38,13 +38,16 @@ class ManifestError(ArtifactError):
 
 
 class LineageMismatch(InputError):
-    """Existing shards were built from different inputs than this run's."""
+    """Existing shards were built from different inputs than this run's.
+
+    The message starts with upstream's phrase ("Chunk cache lineage mismatch for <where>"), which upstream's
+    callers match on, then says which fields differ and what to do.
+    """
 
     def __init__(self, differing: list[str], where: str = "") -> None:
         self.differing = list(differing)
-        place = f" in {where}" if where else ""
         super().__init__(
-            f"existing chunks{place} were built from different inputs: "
-            + "; ".join(self.differing)
+            f"Chunk cache lineage mismatch for {where or 'the chunk directory'}: existing chunks were built "
+            "from different inputs: " + "; ".join(self.differing)
             + ". Rerun without resume (or remove the chunk directory) to rebuild them."
         )

@@ -8,6 +8,7 @@ load it once per process and reuse it for every chunk they run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ DATASET_FILE = "dataset.h5"
 GEOGRAPHY_FILE = "geography.npz"
 TARGETS_FILE = "targets.json"
 FORMAT_VERSION = 1
+LOG = logging.getLogger(__name__)
 
 
 def geography_arrays(geography: CloneGeography) -> dict[str, np.ndarray]:
@@ -82,7 +84,14 @@ def write_build_state(
     rerandomize_takeup: bool = False,
     simulator: str = "policyengine",
 ) -> dict[str, Any]:
-    """Write the state files and `build_state.json` (last, so its presence means complete)."""
+    """Write the state files and `build_state.json` (last, so its presence means complete).
+
+    Inputs the simulator refuses (policyengine-us 2.68 computes SPM thresholds and poverty flags itself)
+    are dropped here with a warning naming them, as upstream's builder drops them.
+    """
+    from policyengine_us_data.calibration.simulator import get_simulator, refused_inputs_of
+
+    data = drop_inputs(data, refused_inputs_of(get_simulator(simulator)))
     if geography.n_records != data.n_households:
         raise InputError(
             f"geography covers {geography.n_records} records but the dataset has {data.n_households} "
@@ -111,6 +120,17 @@ def write_build_state(
     }
     atomic_write_json(root / STATE_FILE, meta)
     return meta
+
+
+def drop_inputs(data: HouseholdData, refused: frozenset[str]) -> HouseholdData:
+    """`data` without the refused variables, warning with their names when any is present."""
+    present = sorted(set(data.arrays) & refused)
+    if not present:
+        return data
+    LOG.warning("dropping dataset inputs %s: the simulator computes them by formula and refuses them as "
+                "inputs (policyengine-us 2.68); the matrix uses its own values", ", ".join(present))
+    kept = {name: array for name, array in data.arrays.items() if name not in refused}
+    return HouseholdData(kept, data.period, dict(data.entities))
 
 
 def read_state_meta(state_dir: str | os.PathLike) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from policyengine_us_data.calibration import cell_rules, chunk_kernel, constraints, entity_clone, simulator, takeup
+from policyengine_us_data.calibration import (
+    cell_rules,
+    chunk_kernel,
+    constraints,
+    entity_clone,
+    simulator,
+    spm_thresholds,
+    takeup,
+)
 from policyengine_us_data.calibration.build_state import read_state_meta
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult, partition_columns
 from policyengine_us_data.calibration.csr_stream import assemble_csr, assemble_csr_out_of_core
@@ -26,7 +34,7 @@ from policyengine_us_data.errors import ArtifactError, InputError, ManifestError
 
 LOG = logging.getLogger(__name__)
 MANIFEST_FILE = "chunk_manifest.json"
-KERNEL_MODULES = (cell_rules, chunk_kernel, constraints, entity_clone, simulator, takeup)
+KERNEL_MODULES = (cell_rules, chunk_kernel, constraints, entity_clone, simulator, spm_thresholds, takeup)
 
 
 class ChunkBuildError(RuntimeError):

@@ -170,3 +170,23 @@ def assign_geography(n_records: int, n_clones: int, seed: int) -> CloneGeography
         county_fips=np.full(n, -1, dtype=np.int32), block_geoid=unknown_blocks(n),
         n_records=int(n_records), n_clones=int(n_clones),
     )
+
+
+def derive_geography_from_blocks(blocks: np.ndarray) -> dict[str, np.ndarray]:
+    """State, county and tract of 15-digit census block GEOIDs (SSCCCTTTTTTBBBB), read off the code itself.
+
+    policyengine-us derives the county (and so ACA rating areas, SPM geography) from `county_fips`, so a
+    clone's block is all it needs. Raises InputError naming a block that is not 15 digits.
+    """
+    blocks = np.asarray(blocks).astype(f"U{BLOCK_WIDTH}")
+    lengths = np.char.str_len(blocks)
+    malformed = (lengths != BLOCK_WIDTH) | ~np.char.isdigit(blocks)
+    if malformed.any():
+        raise InputError(f"block GEOID {str(blocks[malformed][0])!r} is not {BLOCK_WIDTH} digits "
+                         "(state 2, county 3, tract 6, block 4); fix the geography's block_geoid.")
+    return {
+        "state_fips": blocks.astype("U2").astype(np.int32),
+        "county_fips": blocks.astype("U5"),
+        "tract_geoid": blocks.astype("U11"),
+        "block_geoid": blocks,
+    }

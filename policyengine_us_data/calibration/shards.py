@@ -2,7 +2,8 @@
 
 A shard holds the non-zeros of one contiguous column range [col_start, col_end) of the
 calibration matrix, as an *uncompressed* `.npz` (compressed shards cost 3x in assembly and
-1-2 s each to write) with these members, in this order:
+1-2 s each to write) with these members, in this order (the two small range members come before the
+big ones):
 
 - `header`     uint8, UTF-8 JSON: format version, chunk id, column range, matrix shape, nnz,
                dtypes, lineage signature, checksum. Small and first, so planning reads it fast.
@@ -187,7 +188,8 @@ def write_shard(
     header = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
-            np.savez(handle, header=header, row_counts=row_counts, rows=rows, cols=cols, vals=vals)
+            np.savez(handle, header=header, row_counts=row_counts, col_start=np.array([col_start], np.int64),
+                     col_end=np.array([col_end], np.int64), rows=rows, cols=cols, vals=vals)
     return _header_from_meta(str(path), meta, row_counts)
 
 

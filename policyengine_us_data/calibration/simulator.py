@@ -12,7 +12,7 @@ import importlib
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -49,6 +49,12 @@ class Simulator(Protocol):
 
     def entity_of(self, variable: str) -> str:
         """The entity key ("person", "tax_unit", "spm_unit", "household", ...) of a variable."""
+
+    def variable_entities(self) -> Mapping[str, str]:
+        """The entity key of every variable it knows (the dataset reader's source of entities)."""
+
+    def refused_inputs(self) -> frozenset[str]:
+        """Variables it computes itself and refuses as dataset inputs (dropped, with a warning)."""
 
     def compute(self, data: HouseholdData, request: SimulationRequest) -> SimulationOutput:
         """Simulate `data` and return the requested arrays."""
@@ -88,6 +94,18 @@ def _factory(name: str) -> Callable[[], Simulator]:
         except (ImportError, AttributeError) as exc:
             raise InputError(f"cannot load simulator {name!r} ({exc}): give 'policyengine' or 'module:Class'") from None
     raise InputError(f"unknown simulator {name!r}: use 'policyengine' or 'module:Class'")
+
+
+def variable_entities_of(simulator: Simulator) -> Mapping[str, str] | None:
+    """A simulator's variable entities (None for one without the method: the reader then asks policyengine-us)."""
+    method = getattr(simulator, "variable_entities", None)
+    return method() if method else None
+
+
+def refused_inputs_of(simulator: Simulator) -> frozenset[str]:
+    """A simulator's refused dataset inputs (none for one without the method)."""
+    method = getattr(simulator, "refused_inputs", None)
+    return frozenset(method()) if method else frozenset()
 
 
 def _as_numeric(values: np.ndarray) -> np.ndarray:
@@ -148,6 +166,17 @@ class PolicyEngineSimulator:
         from policyengine_us_data.calibration.target_checks import variable_types_of
 
         return variable_types_of(self._system)(variable)
+
+    def variable_entities(self) -> dict[str, str]:
+        return {name: variable.entity.key for name, variable in self._system.variables.items()}
+
+    def refused_inputs(self) -> frozenset[str]:
+        """policyengine-us 2.68 refuses SPM thresholds and poverty outputs its calculator owns."""
+        try:
+            from policyengine_us.spm import REJECTED_DATASET_INPUTS
+        except ImportError:  # releases before the SPM calculator accept them all
+            return frozenset()
+        return frozenset(REJECTED_DATASET_INPUTS)
 
     def compute(self, data: HouseholdData, request: SimulationRequest) -> SimulationOutput:
         from policyengine_us_data.datasets.h5io import write_dataset

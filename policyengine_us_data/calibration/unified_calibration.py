@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError
+from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR
 from policyengine_us_data.errors import ArtifactError, InputError
 from policyengine_us_data.utils.cli_process import configure_logging, exit_now, version_line
 from policyengine_us_data.utils.paths import check_input_file, check_output_dir, check_output_file
@@ -94,7 +95,8 @@ def print_plan(args: argparse.Namespace) -> int:
 
     if not args.chunk_dir:
         raise InputError("--plan needs --chunk-dir pointing at a build's chunks (run one with --keep-chunks)")
-    manifest = ChunkManifest.load(Path(args.chunk_dir) / "chunk_manifest.json")
+    chunks = manifest_dir(Path(args.chunk_dir))
+    manifest = ChunkManifest.load(chunks / "chunk_manifest.json")
     records = list(manifest.chunks.values())
     if not records:
         raise InputError(f"no finished chunks recorded in {args.chunk_dir}: build some first")
@@ -102,7 +104,7 @@ def print_plan(args: argparse.Namespace) -> int:
     seconds_per_column = sum(r.seconds for r in records) / columns
     per_chunk = seconds_per_column * args.chunk_size
     n_chunks = -(-(manifest.lineage["n_records"] * args.n_clones) // args.chunk_size)
-    rss_gb = _peak_rss_gb(Path(args.chunk_dir))
+    rss_gb = _peak_rss_gb(chunks)
     plan = plan_production(per_chunk, rss_gb, n_chunks=n_chunks, workers=args.num_matrix_workers)
     print(f"measured: {len(records)} chunks, {columns} columns, {seconds_per_column * 1000:.2f} ms per column "
           f"(scaled linearly to {args.chunk_size} columns: an upper bound, the fixed cost is paid once per chunk)")
@@ -136,6 +138,19 @@ def check_paths(args: argparse.Namespace) -> None:
         check_output_file(args.package_output, "--package-output")
 
 
+def shard_dir(args: argparse.Namespace, work_dir: Path) -> Path:
+    """Where this build's shards and manifest go: a Modal run's staging directory as is; a local
+    `--chunk-dir X` as upstream's `X/coo/`; otherwise the work directory."""
+    if args.chunked_matrix and args.parallel:
+        return Path(args.chunk_dir)
+    return Path(args.chunk_dir) / COO_DIR if args.chunk_dir else work_dir / "matrix_chunks"
+
+
+def manifest_dir(chunk_dir: Path) -> Path:
+    """The directory holding a build's `chunk_manifest.json` (`X/coo/` for a local build, `X` on Modal)."""
+    return chunk_dir / COO_DIR if (chunk_dir / COO_DIR / "chunk_manifest.json").exists() else chunk_dir
+
+
 def remove_chunks(chunk_dir: Path) -> None:
     """Drop this build's shards and manifest once the matrix is written (nothing else there)."""
     for path in chunk_dir.glob("chunk_*.npz"):
@@ -155,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
     job = MatrixJob.from_args(args)
     if args.chunked_matrix:
         dispatcher = choose_dispatcher(args)
-        chunk_dir = Path(args.chunk_dir) if args.chunk_dir else job.builder.work_dir / "matrix_chunks"
+        chunk_dir = shard_dir(args, job.builder.work_dir)
+        where = {"shard_dir": args.chunk_dir} if args.parallel else {"chunk_dir": args.chunk_dir}
         targets_df, matrix, names = job.builder.build_matrix_chunked(
-            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_dir=str(chunk_dir),
+            job.geography, target_filter=None, chunk_size=args.chunk_size, **where,
             keep_chunks=True, resume_chunks=args.resume_chunks,
             rerandomize_takeup=not args.skip_takeup_rerandomize, dispatcher=dispatcher, progress=True,
         )

@@ -3,7 +3,10 @@
 `build_matrix()` is the non-chunked path for small callers: one simulation of every column.
 `build_matrix_chunked()` keeps upstream's public parameters and delegates to
 `ChunkedMatrixAssembler`; both return (targets table, CSR matrix, target names) and give the
-same matrix, array for array.
+same matrix, array for array. Both accept upstream's `GeographyAssignment` wherever a geography
+goes (converted once by `clone_and_assign.as_clone_geography`). With `chunk_dir` given, the chunked
+path keeps its shards under `chunk_dir/coo/` as upstream does, and `resume_chunks=True` reuses them
+after the lineage check; without it they live in the work directory and go unless `keep_chunks`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import scipy.sparse as sp
 from policyengine_us_data.calibration.build_state import load_build_state, write_build_state
 from policyengine_us_data.calibration.chunk_kernel import compute_entries
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
+from policyengine_us_data.calibration.clone_and_assign import GeographyAssignment, as_clone_geography
 from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.simulator import get_simulator
+from policyengine_us_data.calibration.simulator import get_simulator, variable_entities_of
 from policyengine_us_data.calibration.targets import TargetTable, load_targets
+from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR, refuse_misplaced_shards
 from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import InputError
 
@@ -43,6 +48,9 @@ def targets_frame(table: TargetTable):
     from policyengine_us_data.outputs.matrix_files import targets_records
 
     return pd.DataFrame(targets_records(table))
+
+
+Geography = CloneGeography | GeographyAssignment
 
 
 def _db_path(db_uri: str | os.PathLike) -> str:
@@ -97,14 +105,15 @@ class UnifiedMatrixBuilder:
         return self.targets
 
     def prepare_state(
-        self, geography: CloneGeography, target_filter: dict | None = None, rerandomize_takeup: bool = True
+        self, geography: Geography, target_filter: dict | None = None, rerandomize_takeup: bool = True
     ) -> Path:
-        """Write the shared build state every chunk reads."""
+        """Write the shared build state every chunk reads (entities of the dataset from the simulator)."""
         state_dir = self.work_dir / "state"
+        entities = variable_entities_of(get_simulator(self.simulator))
         write_build_state(
             state_dir,
-            data=read_dataset(self.dataset_path),
-            geography=geography,
+            data=read_dataset(self.dataset_path, variable_entities=entities),
+            geography=as_clone_geography(geography),
             targets=self.load_targets(target_filter),
             year=self.time_period,
             rerandomize_takeup=rerandomize_takeup,
@@ -114,7 +123,7 @@ class UnifiedMatrixBuilder:
 
     def build_matrix(
         self,
-        geography: CloneGeography,
+        geography: Geography,
         sim: Any = None,
         target_filter: dict | None = None,
         hierarchical_domains: Sequence[str] | None = None,
@@ -136,7 +145,7 @@ class UnifiedMatrixBuilder:
 
     def build_matrix_chunked(
         self,
-        geography: CloneGeography,
+        geography: Geography,
         sim: Any = None,
         target_filter: dict | None = None,
         hierarchical_domains: Sequence[str] | None = None,
@@ -150,19 +159,33 @@ class UnifiedMatrixBuilder:
         run_id: str = "",
         dispatcher=None,
         progress: bool = False,
+        shard_dir: str | None = None,
     ):
-        """Chunked build through ChunkedMatrixAssembler; same return as build_matrix()."""
+        """Chunked build through ChunkedMatrixAssembler; same return as build_matrix().
+
+        Shards go to `shard_dir` if given (ours: where a Modal run's workers write them), else
+        `chunk_dir/coo/`, else the work directory. Resuming refuses, as upstream does, shards of another
+        lineage ("Chunk cache lineage mismatch") and a shard covering other columns than planned
+        ("covers cols"); both are ValueErrors.
+        """
         state_dir = self.prepare_state(geography, target_filter, rerandomize_takeup)
-        chunks = Path(chunk_dir) if chunk_dir else self.work_dir / "matrix_chunks"
+        kept = bool(keep_chunks or chunk_dir or shard_dir)
+        if shard_dir:
+            shards = Path(shard_dir)
+        else:
+            shards = Path(chunk_dir) / COO_DIR if chunk_dir else self.work_dir / "matrix_chunks"
         if dispatcher is None and parallel:
             from policyengine_us_data.calibration.chunk_dispatch import ModalChunkDispatcher
 
             dispatcher = ModalChunkDispatcher(num_workers=num_matrix_workers, run_id=run_id)
         assembler = ChunkedMatrixAssembler(
-            state_dir, chunks, chunk_size=chunk_size, dispatcher=dispatcher, resume=resume_chunks, progress=progress
+            state_dir, shards, chunk_size=chunk_size, dispatcher=dispatcher, resume=resume_chunks, progress=progress
         )
+        if resume_chunks:
+            assembler.open_manifest()
+            refuse_misplaced_shards(assembler.plans())
         matrix = assembler.build()
-        if not keep_chunks:
+        if not kept:
             assembler.remove_shards()
         inputs = load_build_state(state_dir)
         return targets_frame(inputs.targets), matrix, [row.name for row in inputs.targets.rows]

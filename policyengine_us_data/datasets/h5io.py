@@ -3,7 +3,9 @@
 Layout: one HDF5 group per variable, one dataset per period inside it (`age/2024`), the format
 `policyengine_us.Microsimulation(dataset=path)` reads. A top-level dataset without a period group (the older
 flat layout) is read as belonging to the chosen period. Strings are stored as fixed-width UTF-8 bytes and read
-back as numpy `U` arrays. Every failure a user can cause is a `DatasetError` naming the file, the problem and
+back as numpy `U` arrays. Each variable group carries an `entity` attribute, so a file we wrote reads back
+without policyengine-us; other files get their entities from policyengine-us (`datasets.entities`).
+Every failure a user can cause is a `DatasetError` naming the file, the problem and
 the fix; h5py and OS errors never escape raw, so a damaged download reads as a clear message.
 """
 
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 import h5py
 import numpy as np
 
+from policyengine_us_data.datasets.entities import ENTITY_ATTRIBUTE, resolve_entities
 from policyengine_us_data.datasets.household_data import (
     ENTITIES,
     KNOWN_ENTITIES,
@@ -32,11 +36,13 @@ _REWRITE = "Regenerate or re-download the dataset."
 def write_dataset(path: str | os.PathLike, data: HouseholdData) -> Path:
     """Validate `data` and write it atomically to `path` in PolicyEngine's layout; return the path."""
     target = Path(path)
-    validate_arrays(data.arrays, f"dataset for {target}")
+    validate_arrays(data.arrays, f"dataset for {target}", data.entities or None)
+    entities = {name: data.entity_of(name) for name in data.arrays}
     with atomic_path(target) as tmp:
         with h5py.File(tmp, "w") as handle:
             for name, array in data.arrays.items():
                 group = handle.create_group(name)
+                group.attrs[ENTITY_ATTRIBUTE] = entities[name]
                 group.create_dataset(str(int(data.period)), data=_to_storable(np.asarray(array)))
     return target
 
@@ -58,16 +64,24 @@ def _from_stored(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def read_dataset(path: str | os.PathLike, period: int | None = None) -> HouseholdData:
+def read_dataset(
+    path: str | os.PathLike,
+    period: int | None = None,
+    *,
+    variable_entities: Mapping[str, str] | None = None,
+) -> HouseholdData:
     """Read and validate a PolicyEngine h5 dataset.
 
     `period=None` takes the period of `person_id` (the latest, if it has several). Variables without a value
     for the chosen period are skipped, as they carry no input for it. Values are validated (streamed, see
-    `datasets.validate`) before anything is loaded.
+    `datasets.validate`) before anything is loaded. `variable_entities` maps variable names to entities (a
+    simulator's `variable_entities()`); None means policyengine-us's, loaded only when the file's own metadata
+    leaves a variable unresolved.
     """
-    source, chosen, arrays = _open_validated(path, period, load=True)
-    validate_arrays(arrays, str(source))
-    return HouseholdData(arrays, chosen)
+    source, chosen, arrays, stored = _open_validated(path, period, load=True)
+    entities = resolve_entities(arrays, stored, variable_entities, str(source))
+    validate_arrays(arrays, str(source), entities)
+    return HouseholdData(arrays, chosen, entities)
 
 
 def check_dataset(path: str | os.PathLike, period: int | None = None) -> int:
@@ -76,7 +90,8 @@ def check_dataset(path: str | os.PathLike, period: int | None = None) -> int:
 
 
 def _open_validated(path: str | os.PathLike, period: int | None,
-                    load: bool) -> tuple[Path, int, dict[str, np.ndarray]]:
+                    load: bool) -> tuple[Path, int, dict[str, np.ndarray], dict[str, str]]:
+    """(file, chosen period, arrays when `load`, the entities the file records per variable)."""
     source = Path(path)
     if not source.exists():
         raise DatasetError(f"{source}: dataset file not found. Check the path, or omit it to use the embedded "
@@ -88,7 +103,7 @@ def _open_validated(path: str | os.PathLike, period: int | None,
             raise DatasetError(f"{source}: not an HDF5 file (wrong format or damaged). Pass a PolicyEngine .h5 "
                                f"dataset. {_REWRITE}")
         with h5py.File(source, "r") as handle:
-            chosen, nodes = _select_nodes(handle, source, period)
+            chosen, nodes, stored = _select_nodes(handle, source, period)
             validate_h5_nodes(nodes, str(source))
             arrays = {name: _from_stored(np.asarray(node[()])) for name, node in nodes.items()} if load else {}
     except DatasetError:
@@ -96,14 +111,26 @@ def _open_validated(path: str | os.PathLike, period: int | None,
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
         raise DatasetError(f"{source}: unreadable HDF5 file ({type(exc).__name__}: {exc}); it is probably "
                            f"truncated or damaged. {_REWRITE}") from exc
-    return source, chosen, arrays
+    return source, chosen, arrays, stored
 
 
-def _select_nodes(handle: h5py.File, source: Path, period: int | None) -> tuple[int, dict[str, h5py.Dataset]]:
-    """(chosen period, variable name -> its h5 dataset for that period), nothing read yet."""
+def _stored_entity(node: h5py.Group | h5py.Dataset) -> str | None:
+    value = node.attrs.get(ENTITY_ATTRIBUTE)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _select_nodes(handle: h5py.File, source: Path,
+                  period: int | None) -> tuple[int, dict[str, h5py.Dataset], dict[str, str]]:
+    """(chosen period, variable name -> its h5 dataset for that period, recorded entities), nothing read yet."""
     periods_by_var: dict[str, dict[int, h5py.Dataset]] = {}
     flat: dict[str, h5py.Dataset] = {}
+    stored: dict[str, str] = {}
     for name, node in handle.items():
+        entity = _stored_entity(node)
+        if entity:
+            stored[name] = entity
         if isinstance(node, h5py.Group):
             periods_by_var[name] = {int(k): v for k, v in node.items()
                                     if k.isdigit() and isinstance(v, h5py.Dataset)}
@@ -113,7 +140,7 @@ def _select_nodes(handle: h5py.File, source: Path, period: int | None) -> tuple[
     nodes = {name: by_period[chosen] for name, by_period in periods_by_var.items() if chosen in by_period}
     for name, node in flat.items():
         nodes.setdefault(name, node)
-    return chosen, nodes
+    return chosen, nodes, stored
 
 
 def _choose_period(periods_by_var: dict[str, dict[int, h5py.Dataset]], flat: dict, source: Path,
@@ -136,12 +163,12 @@ def _choose_period(periods_by_var: dict[str, dict[int, h5py.Dataset]], flat: dic
     return all_periods[-1]
 
 
-def validate_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
+def validate_arrays(arrays: dict[str, np.ndarray], source: str, entities: Mapping[str, str] | None = None) -> None:
     """Raise `DatasetError` unless `arrays` form a consistent PolicyEngine person/entity structure.
 
     Checks: ids and links present, one-dimensional, unique ids, every array's length matching an entity
-    count (its own entity's count when the name is known), links pointing at existing ids, every entity
-    with members, and every sub-entity inside a single household.
+    count (its own entity's count when `entities` or `KNOWN_ENTITIES` names it), links pointing at existing
+    ids, every entity with members, and every sub-entity inside a single household.
     """
     if "person_id" not in arrays:
         raise DatasetError(f"{source}: required variable 'person_id' is missing. Add a person_id array "
@@ -158,14 +185,15 @@ def validate_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
                                    f"{id_name(entity)} (one per {entity}) and {link_name(entity)} (one per "
                                    f"person). {_REWRITE}")
         counts[entity] = len(arrays[id_name(entity)])
-    _check_lengths(arrays, counts, source)
+    _check_lengths(arrays, counts, source, entities or {})
     _check_ids(arrays, source)
     _check_nesting(arrays, source)
 
 
-def _check_lengths(arrays: dict[str, np.ndarray], counts: dict[str, int], source: str) -> None:
+def _check_lengths(arrays: dict[str, np.ndarray], counts: dict[str, int], source: str,
+                   entities: Mapping[str, str]) -> None:
     for name, array in arrays.items():
-        entity = KNOWN_ENTITIES.get(name)
+        entity = entities.get(name) or KNOWN_ENTITIES.get(name)
         if entity is not None and len(array) != counts[entity]:
             raise DatasetError(f"{source}: variable {name!r} has length {len(array)} but {entity}-level "
                                f"variables need length {counts[entity]} (the number of {id_name(entity)} "

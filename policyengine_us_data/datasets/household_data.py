@@ -70,8 +70,8 @@ def link_name(entity: str) -> str:
 class HouseholdData:
     """PolicyEngine variable arrays for one period, with vectorised structure lookups.
 
-    `entities` optionally names the entity of variables missing from `KNOWN_ENTITIES` whose length is
-    ambiguous. Index arrays are computed once and cached (the instance is treated as immutable); equality
+    `entities` names each variable's entity (`read_dataset` fills it for every variable; code that adds
+    arrays carries it forward). Index arrays are computed once and cached (the instance is treated as immutable); equality
     is identity, since element-wise array comparison has no single truth value.
     """
 
@@ -130,8 +130,10 @@ class HouseholdData:
     def entity_of(self, name: str) -> str:
         """The entity (`person` or one of `ENTITIES`) that variable `name` lives on.
 
-        Known names come from `KNOWN_ENTITIES` or `self.entities`; others are matched by length, and a
-        length shared by several entities raises `DatasetError` (pass `entities={name: ...}` to resolve).
+        Known names come from `self.entities` (the reader fills it for every variable, from the file's
+        metadata or policyengine-us) or `KNOWN_ENTITIES`. Only in-memory data built without them falls back
+        to the one entity whose count equals the array's length; a length shared by several entities raises
+        `DatasetError` (pass `entities={name: ...}` to resolve).
         """
         entity = self.entities.get(name) or KNOWN_ENTITIES.get(name)
         if entity is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest
 from policyengine_us_data.calibration.target_checks import VariableType
-from policyengine_us_data.datasets.household_data import HouseholdData
+from policyengine_us_data.datasets.household_data import KNOWN_ENTITIES, HouseholdData
 
 ENTITY = {
     "age": "person",
@@ -54,6 +54,13 @@ class ToySimulator:
         if variable not in ENTITY:
             return None
         return VariableType("bool" if variable == "medicaid_enrolled" else "number")
+
+    def variable_entities(self) -> dict[str, str]:
+        """What it computes plus the inputs the synthetic generator writes (their policyengine-us entities)."""
+        return {**KNOWN_ENTITIES, **ENTITY}
+
+    def refused_inputs(self) -> frozenset[str]:
+        return frozenset()
 
     def uprating(self):
         return None

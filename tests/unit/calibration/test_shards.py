@@ -135,7 +135,9 @@ def test_missing_not_zip_and_truncated(tmp_path: Path) -> None:
 def test_bit_flip_in_values_fails_deep_check_only(tmp_path: Path) -> None:
     path = make_shard(tmp_path)
     data = bytearray(path.read_bytes())
-    data[len(data) - 400] ^= 0x10  # inside vals, the last member's data
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("vals.npy")
+    data[info.header_offset + info.compress_size] ^= 0x10  # inside vals' data (its last bytes end there)
     path.write_bytes(bytes(data))
     verify_shard(path, lineage_signature=SIG, deep=False)  # shallow trusts the content by design
     expect_defect(path, "checksum")

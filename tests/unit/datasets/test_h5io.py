@@ -40,9 +40,10 @@ def test_round_trip_strings(tmp_path):
     arrays = _tiny()
     arrays["county_fips"] = np.array(["06037", "36061"])
     arrays["state_name"] = np.array(["Calif\u00f6rnia", "NY"], dtype=object)
-    write_dataset(tmp_path / "s.h5", HouseholdData(arrays, 2025))
+    write_dataset(tmp_path / "s.h5", HouseholdData(arrays, 2025, {"state_name": "household"}))
     with h5py.File(tmp_path / "s.h5", "r") as handle:
         assert handle["county_fips"]["2025"].dtype.kind == "S"
+        assert handle["state_name"].attrs["entity"] == "household"
     back = read_dataset(tmp_path / "s.h5")
     assert back.period == 2025
     assert back.arrays["county_fips"].dtype.kind == "U"
