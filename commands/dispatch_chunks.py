@@ -38,6 +38,7 @@ class DispatchChunks(BaseCommand):
 
     resumable = True
     params = ("chunk_size", "skip_takeup_rerandomize")
+    outputs = ("state", "chunks")  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def code_identity(cls) -> str:

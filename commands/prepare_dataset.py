@@ -28,6 +28,7 @@ class PrepareDataset(BaseCommand):
     """Read (or generate) the household dataset, optionally subsample it, and assign clone geography."""
 
     params = ("dataset", "households", "target_households", "n_clones", "seed")
+    outputs = ("dataset",)  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
