@@ -19,6 +19,10 @@ def _split_run_dir(argv: Sequence[str]) -> tuple[str, list[str]]:
     return known.run_dir, rest
 
 
+def printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def summary_line(run_dir: Path) -> str | None:
     """Where the matrix and report are, once `assemble` has written them."""
     matrix = run_dir / "matrix" / "X.npz"
@@ -40,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = runner.main(rest)
     line = summary_line(Path(run_dir))
     if code == 0 and line and "--to" in rest:
-        print(line)
+        print(printable(line))  # a run directory name that is not valid UTF-8 must not crash a good build
     return code
 
 

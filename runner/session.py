@@ -268,7 +268,8 @@ class Session:
         """One attempt: journal, run, claim what it wrote, verify, checkpoint."""
         step, index = status.step, status.index
         parts = step_parts(step, self.ns, self._upstream(index), self.inputs)
-        self._move_strangers(step.cls.outputs)
+        known = tuple(status.manifest.own_files()) if status.manifest else ()
+        self._move_strangers(step.cls.outputs + known)
         before = stat_keys(scan(self.run_dir))
         atomic_write_json(self.hidden / ATTEMPT, {"label": step.label, "outputs": list(step.cls.outputs),
                                                   "before": before}, compact=True)
