@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import cli
-from .checkpoints import RUNNER_DIR, CheckpointStore, Manifest, scan
+from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore, Manifest, damaged_message, scan
 from .command import BuildState, CommandError
 from .execution import EXIT_INTERRUPTED, Outcome, run_step
 from .fsutil import atomic_write_json, human_bytes, printable
@@ -117,7 +117,11 @@ class Session:
 
     def _restore(self, manifest: Manifest | None, keep: list[str] = (), forget_from: int | None = None) -> Any:
         """Restore the runner's files to ``manifest`` under a reset intent (finished at the next start if this
-        process dies), then drop the checkpoints from ``forget_from`` on."""
+        process dies), then drop the checkpoints from ``forget_from`` on. A damaged checkpoint is refused
+        before the intent is written, so a refused reset changes nothing."""
+        problems = self.store.verify(manifest) if manifest is not None else []
+        if problems:
+            raise CheckpointError(damaged_message(manifest.label, problems))
         atomic_write_json(self.hidden / RESET, {"label": manifest.label if manifest else None, "keep": list(keep),
                                                 "forget_from": forget_from})
         stats = self.store.restore(manifest, self.owned.owns, self.owned.move_aside, keep)
