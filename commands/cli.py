@@ -49,4 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the runner took over (imports): one line, no traceback
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(130) from None

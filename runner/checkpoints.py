@@ -377,11 +377,12 @@ class CheckpointStore:
                     path.unlink(missing_ok=True)
 
     def restore(self, manifest: Manifest | None, owns: Owns, aside: MoveAside,
-                keep: Collection[str] = ()) -> RestoreStats:
+                keep: Collection[str] = (), dirs: Collection[str] = ()) -> RestoreStats:
         """Make the runner's files in the live directory equal ``manifest`` (None: none). Only files ``owns``
         accepts are removed or replaced; another file in a restored file's way is moved ``aside``; every
         other file stays. Idempotent, so an interrupted restore is finished by running it again.
-        ``keep``: live files to leave as they are (a resumable step's own outputs)."""
+        ``keep``: live files to leave as they are (a resumable step's own outputs); ``dirs``: folders besides
+        the checkpoints' own that the runner made and may remove once empty."""
         if manifest is not None:
             problems = self.verify(manifest, refresh=True)
             if problems:
@@ -393,9 +394,11 @@ class CheckpointStore:
             if rel not in target.files and rel not in keep and owns(rel, st):
                 (self.run_dir / rel).unlink()
                 stats.removed += 1
+                crash_point("restore-midway")
         for rel, entry in target.files.items():
             self._restore_file(rel, entry, live.files.get(rel), target, stats, owns, aside)
-        self._prune_dirs(live, target)
+            crash_point("restore-midway")
+        self._prune_dirs(live, target, set(dirs))
         self.save_stamps()
         return stats
 
@@ -418,9 +421,9 @@ class CheckpointStore:
         os.replace(tmp, dst)
         stats.restored += 1
 
-    def _prune_dirs(self, live: Tree, target: Manifest) -> None:
-        """Remove directories left empty that the runner's checkpoints know of (never a user's folder)."""
-        ours = {d for m in self.manifests() for d in m.dirs}
+    def _prune_dirs(self, live: Tree, target: Manifest, ours: set[str]) -> None:
+        """Remove directories left empty that the runner made (never a user's folder)."""
+        ours |= {d for m in self.manifests() for d in m.dirs}
         for rel in sorted(live.dirs - set(target.dirs), key=len, reverse=True):
             if rel in ours:
                 try:

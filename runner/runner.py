@@ -132,9 +132,11 @@ class CommandRunner:
         cli.check_input_files(self.steps, ns, self.run_dir)
         if ns.status or ns.dry_run:
             return self._report(ns, target)
-        self._ensure_run_dir(ns)
+        adopted = self._ensure_run_dir(ns)
         with RunDirLock(self.run_dir / RUNNER_DIR / "lock", self.run_dir):
             session = Session(self, ns)
+            if adopted:
+                session.journal.note("_run_dir", "adopted", f"--adopt: building in {self.run_dir}, which held files")
             return session.execute(target)
 
     def _remember(self, ns: argparse.Namespace) -> None:
@@ -177,9 +179,10 @@ class CommandRunner:
         for path in (hidden, hidden / "checkpoints", hidden / "logs"):
             check_state_dir(path)
 
-    def _ensure_run_dir(self, ns: argparse.Namespace) -> None:
+    def _ensure_run_dir(self, ns: argparse.Namespace) -> bool:
         """Create the run directory and the runner's folder. A non-empty directory without ``.runner/`` is not
-        the runner's: refused unless ``--adopt`` (recorded in the journal); nothing is written before that."""
+        the runner's: refused unless ``--adopt`` (True is returned: the session journals it); nothing is
+        written before that."""
         try:
             if self.run_dir.exists() and not self.run_dir.is_dir():
                 raise cli.UsageError(f"run directory {self.run_dir} exists and is not a directory: "
@@ -195,12 +198,10 @@ class CommandRunner:
             probe = hidden / f".probe-{id(self)}"
             probe.write_bytes(b"")
             probe.unlink()
-            if foreign:
-                Journal(hidden / "journal.json").note("_run_dir", "adopted",
-                                                      f"--adopt: building in {self.run_dir}, which held files")
         except OSError as exc:
             raise cli.UsageError(f"cannot use run directory {self.run_dir}: {exc.strerror or exc}; "
                                  "choose a run directory you can create and write to") from exc
+        return foreign
 
     def log_path(self, label: str) -> Path:
         """The step's log file; a step may send its subprocesses' output there (Python prints go there already)."""

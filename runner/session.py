@@ -124,7 +124,7 @@ class Session:
             raise CheckpointError(damaged_message(manifest.label, problems))
         atomic_write_json(self.hidden / RESET, {"label": manifest.label if manifest else None, "keep": list(keep),
                                                 "forget_from": forget_from})
-        stats = self.store.restore(manifest, self.owned.owns, self.owned.move_aside, keep)
+        stats = self.store.restore(manifest, self.owned.owns, self.owned.move_aside, keep, self.owned.dirs())
         tree = scan(self.run_dir)
         self.owned.claim(tree, set(manifest.files) if manifest else set())
         self.owned.forget_missing()

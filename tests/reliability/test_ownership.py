@@ -124,21 +124,27 @@ def test_case7_inputs_must_be_regular_files(built, toy_db, tmp_path, kind, capsy
         assert "not a regular file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change", ["chmod", "touch", "cp-a", "move"])
+@pytest.mark.parametrize("change", ["chmod", "touch", "copytree", "move"])
 def test_case8_metadata_only_changes_rebuild_nothing(built, toy_db, tmp_path, change, capsys):
+    """chmod g+w / touch of every file, a copy without hard links (rsync -a, copytree) and a move to another
+    filesystem (cp -a then rm, as mv does across filesystems) change no byte: nothing reruns, resets work."""
+    import subprocess
+
     target = built
+    files = [p for p in built.rglob("*") if p.is_file() and ".runner" not in p.relative_to(built).parts]
     if change == "chmod":
-        for path in built.rglob("*.npz"):
-            os.chmod(path, 0o664)
+        for path in files:
+            os.chmod(path, path.stat().st_mode | 0o020)
     elif change == "touch":
-        for path in (built / "matrix").iterdir():
+        for path in files:
             os.utime(path)
+    elif change == "copytree":
+        target = tmp_path / "copied"
+        shutil.copytree(built, target, symlinks=True, copy_function=shutil.copy2)
     else:
         target = tmp_path / "moved"
-        if change == "cp-a":
-            shutil.copytree(built, target, symlinks=True, copy_function=shutil.copy2)
-        else:
-            shutil.move(built, target)
+        subprocess.run(["cp", "-a", str(built), str(target)], check=True)
+        shutil.rmtree(built)
     capsys.readouterr()
     assert _build(target, toy_db) == 0 and "nothing to run" in capsys.readouterr().out
     assert main_in_process(["--run-dir", str(target), "--reset-to", "verify"]) == 0
