@@ -187,3 +187,47 @@ def test_case10_damaged_journal_namespace_types_and_non_utf8_paths(built, toy_db
     capsys.readouterr()
     assert _build(odd, toy_db) == 0
     assert "run-\\udcff" in capsys.readouterr().out  # escaped, never an encoding error
+
+
+@pytest.mark.parametrize("nth", [1, 5, 12])
+def test_case5_a_reset_killed_midway_is_finished_before_anything_else(built, toy_db, nth, capsys):
+    """SIGKILL on the nth file a `--reset-to dataset` removes or puts back: the next --status never says up
+    to date past dataset, and the next run finishes the reset first, then builds the same matrix."""
+    from tests.reliability.conftest import run_cli
+
+    expected = read_matrix(built)
+    (built / "notes.txt").write_text("mine")
+    killed = run_cli(["--run-dir", str(built), "--reset-to", "dataset"], crash_at=f"restore-midway:{nth}")
+    assert killed.returncode == -9, killed.stderr
+    assert (built / ".runner" / "reset.json").exists()
+    capsys.readouterr()
+    assert main_in_process(["--run-dir", str(built), "--status"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: line for line in out.splitlines()[1:] if line.split()}
+    assert all("stale" in rows[label] for label in ("constraints", "dispatch", "verify", "assemble")), out
+    assert _build(built, toy_db) == 0
+    assert "finishing a reset that was interrupted" in capsys.readouterr().out
+    assert read_matrix(built) == expected and (built / "notes.txt").read_text() == "mine"
+
+
+def test_case5_ctrl_c_during_a_reset_is_one_line_and_exit_130(built, toy_db, monkeypatch, capsys):
+    from runner import checkpoints
+
+    original = checkpoints.place_file
+    calls = {"n": 0}
+
+    def interrupted(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(src, dst)
+
+    (built / "dataset" / "summary.json").unlink()
+    (built / "constraints" / "summary.json").unlink()
+    monkeypatch.setattr(checkpoints, "place_file", interrupted)
+    capsys.readouterr()
+    assert main_in_process(["--run-dir", str(built), "--reset-to", "constraints"]) == 130
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "interrupted" in err
+    monkeypatch.setattr(checkpoints, "place_file", original)
+    assert _build(built, toy_db) == 0 and (built / "matrix" / "X.npz").exists()
