@@ -62,9 +62,13 @@ def test_case3_a_non_empty_foreign_directory_is_refused_until_adopted(tmp_path, 
     assert main_in_process(["--run-dir", str(home), "--clean"]) == 2
     assert sorted(p.name for p in home.iterdir()) == [".ssh"]  # nothing linked or written before acceptance
     assert _build(home, toy_db, "--adopt") == 0
+    with open(home / ".ssh" / "id_rsa", "a") as handle:  # an in-place edit of an adopted file changes nothing
+        handle.write("\n")
+    capsys.readouterr()
+    assert _build(home, toy_db) == 0 and "nothing to run" in capsys.readouterr().out
     (home / "later.txt").write_text("made later")
     assert main_in_process(["--run-dir", str(home), "--clean"]) == 0
-    assert (home / ".ssh" / "id_rsa").read_text() == "secret" and (home / "later.txt").read_text() == "made later"
+    assert (home / ".ssh" / "id_rsa").read_text() == "secret\n" and (home / "later.txt").read_text() == "made later"
     assert not (home / "matrix" / "X.npz").exists()
 
 

@@ -89,3 +89,15 @@ def test_a_symlinked_journal_is_refused_and_its_target_untouched(toy, run_dir, t
     journal.symlink_to(victim)
     toy.run(["--to", "cache"])
     assert victim.read_text() == "keep"
+
+
+def test_without_xxhash_the_runner_falls_back_to_blake2b(toy, run_dir, monkeypatch):
+    """runner/ stays importable and correct without the optional xxhash package."""
+    monkeypatch.setattr("runner.fsutil._xxh3", None)
+    assert toy.run([]).exit_code == 0
+    manifest = CheckpointStore(run_dir).load("assemble")
+    assert all(entry["hash"].startswith("b2:") for entry in manifest.files.values())
+    import os
+
+    os.utime(run_dir / "cache.txt")  # a touch: the stat moved, the bytes did not
+    assert toy.run([]).ran == ()
