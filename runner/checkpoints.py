@@ -92,14 +92,6 @@ class RestoreStats:
     moved: list[str] = field(default_factory=list)
 
 
-def remove_path(path: Path) -> None:
-    """Remove a file, symlink or directory tree (never following symlinks)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 Owns = Callable[[str, os.stat_result], bool]
 MoveAside = Callable[[str], Path]
 

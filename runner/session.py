@@ -8,13 +8,13 @@ until the steps that replace them succeed, so a failed rerun leaves the previous
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import cli
-from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore, Manifest, damaged_message, scan
+from .checkpoints import (RUNNER_DIR, CheckpointError, CheckpointStore, Manifest, RestoreStats, damaged_message,
+                          scan)
 from .command import BuildState, CommandError
 from .execution import EXIT_INTERRUPTED, Outcome, run_step
 from .fsutil import atomic_write_json, human_bytes, printable
@@ -115,7 +115,8 @@ class Session:
             self._restore(manifest, keep, forget if isinstance(forget, int) else None)
         (self.hidden / RESET).unlink(missing_ok=True)
 
-    def _restore(self, manifest: Manifest | None, keep: list[str] = (), forget_from: int | None = None) -> Any:
+    def _restore(self, manifest: Manifest | None, keep: Sequence[str] = (),
+                 forget_from: int | None = None) -> RestoreStats:
         """Restore the runner's files to ``manifest`` under a reset intent (finished at the next start if this
         process dies), then drop the checkpoints from ``forget_from`` on. A damaged checkpoint is refused
         before the intent is written, so a refused reset changes nothing."""
@@ -263,8 +264,8 @@ class Session:
         chain = []
         for step in self.steps[:index]:
             manifest = self.store.load(step.label)
-            if manifest is not None:
-                chain.append([step.label, manifest.id, manifest.meta])
+            if manifest is not None:  # its own chain is left out: chains would nest, doubling at each step
+                chain.append([step.label, manifest.id, {k: v for k, v in manifest.meta.items() if k != "chain"}])
         return chain
 
     def _run_one(self, status: StepStatus, dirty: bool,

@@ -7,7 +7,7 @@ import importlib
 import sys
 import textwrap
 
-from runner import BaseCommand, BuildState, CommandRunner
+from runner import CommandRunner
 from runner.checkpoints import CheckpointStore
 
 
