@@ -235,3 +235,13 @@ def test_case5_ctrl_c_during_a_reset_is_one_line_and_exit_130(built, toy_db, mon
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "interrupted" in err
     monkeypatch.setattr(checkpoints, "place_file", original)
     assert _build(built, toy_db) == 0 and (built / "matrix" / "X.npz").exists()
+
+
+def test_case3_an_empty_run_dir_flag_means_the_current_directory_and_is_refused(tmp_path, toy_db, monkeypatch,
+                                                                                 capsys):
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "keep.txt").write_text("mine")
+    monkeypatch.chdir(cwd)
+    assert main_in_process(["--run-dir", "", "--to", "dataset", "--households", "50"]) == 2
+    assert "not empty" in capsys.readouterr().err and sorted(p.name for p in cwd.iterdir()) == ["keep.txt"]
