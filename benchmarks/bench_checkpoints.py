@@ -1,7 +1,7 @@
 """Run-directory checkpoints: the runner's hard links vs a full copy vs git (LSST ci_builder's way).
 
 Builds a run directory of about ``--size-mb`` MB in ``--files`` files (incompressible, like float shards, plus a
-few small json files), then for each method: snapshot; change the directory (a quarter of the files removed, a
+few small json files), then for each method: snapshot (hard links plus an xxh3 of each file's content); change the directory (a quarter of the files removed, a
 tenth rewritten via temp + rename, a few added); restore; check the restored directory equals the original.
 Prints times, per-file milliseconds, extra disk used (unique inodes, so hard links count once) and the ratios.
 Files are in the page cache throughout and nothing is fsynced, for every method alike.
@@ -89,6 +89,10 @@ def timed(func) -> float:
     return time.perf_counter() - start
 
 
+def _no_aside(rel: str) -> Path:
+    raise AssertionError(f"every file here is the runner's; nothing to move aside ({rel})")
+
+
 def bench_runner(run_dir: Path, root: Path) -> dict:
     store = CheckpointStore(run_dir)
     before = disk_bytes(root)
@@ -96,7 +100,7 @@ def bench_runner(run_dir: Path, root: Path) -> dict:
     snap = timed(lambda: holder.setdefault("m", store.snapshot("bench", {})))
     extra = disk_bytes(root) - before
     change(run_dir)
-    restore = timed(lambda: store.restore(holder["m"]))
+    restore = timed(lambda: store.restore(holder["m"], owns=lambda rel, st: True, aside=_no_aside))
     result = {"snapshot": snap, "restore": restore, "extra": extra, "copies": holder["m"].copies}
     shutil.rmtree(run_dir / ".runner")
     return result

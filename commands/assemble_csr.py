@@ -53,6 +53,7 @@ class AssembleCSR(BaseCommand):
     """Assemble the matrix with bounded memory and write outputs, package and report."""
 
     params = ("out_of_core", "package_output")
+    outputs = ("matrix", ".assembly", "report.json", "report.md", "report.png")  # what it writes (BaseCommand.outputs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

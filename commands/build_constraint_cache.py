@@ -33,6 +33,7 @@ class BuildConstraintCache(BaseCommand):
     """Read the target database and write the sorted targets and their constraint cache."""
 
     params = ("db", "year", "target_variables", "geo_levels", "target_ids", "simulator")
+    outputs = ("constraints",)  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

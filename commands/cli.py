@@ -40,6 +40,10 @@ def _split_run_dir(argv: Sequence[str]) -> tuple[str, list[str]]:
     return known.run_dir, rest
 
 
+def printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def summary_line(run_dir: Path) -> str | None:
     """Where the matrix and report are, once `assemble` has written them."""
     matrix = run_dir / "matrix" / "X.npz"
@@ -66,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(HELP_EPILOG)
         line = summary_line(Path(run_dir))
         if code == 0 and line and "--to" in rest:
-            print(line)
+            print(printable(line))  # a run directory name that is not valid UTF-8 must not crash a good build
         sys.stdout.flush()
     except BrokenPipeError:  # `build-matrix --status | head -1`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -75,4 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_now(main())
+    try:
+        exit_now(main())
+    except KeyboardInterrupt:  # Ctrl-C before the runner took over (imports): one line, no traceback
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        exit_now(130)

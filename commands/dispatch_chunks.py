@@ -38,11 +38,13 @@ class DispatchChunks(BaseCommand):
 
     resumable = True
     params = ("chunk_size", "skip_takeup_rerandomize")
+    outputs = ("state", "chunks")  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
-    def code_identity(cls) -> str:
-        """This module plus the kernel's own code: editing the kernel makes dispatch stale."""
-        return super().code_identity() + ":" + kernel_version()[:16]
+    def code_identity(cls) -> dict[str, str] | str:
+        """The project modules this step imports plus the kernel's own code: editing the kernel makes it stale."""
+        code = super().code_identity()
+        return {**code, "kernel": kernel_version()[:16]} if isinstance(code, dict) else code + ":" + kernel_version()[:16]
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

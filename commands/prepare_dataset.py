@@ -7,7 +7,7 @@ import logging
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, write_json
-from policyengine_us_data.calibration.geography import assign_geography
+from policyengine_us_data.calibration.geography import N_DISTRICTS, assign_geography
 from policyengine_us_data.datasets.h5io import check_dataset, read_dataset, write_dataset
 from policyengine_us_data.datasets.stratify import stratified_subsample
 from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS, generate_synthetic
@@ -24,10 +24,27 @@ def positive(name: str, value: int | None) -> None:
         raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
+MAX_HOUSEHOLDS = 10_000_000  # generated households beyond this exhaust memory long before the matrix
+MAX_SEED = 2**63 - 1
+
+
+def check_run_time_limits(args: argparse.Namespace) -> None:
+    """What ``run`` would otherwise find only after the runner reset the directory (issue 10, case 2)."""
+    if args.n_clones is not None and args.n_clones > N_DISTRICTS:
+        raise InputError(f"--n-clones {args.n_clones} exceeds the {N_DISTRICTS} congressional districts "
+                         f"(each clone of a household gets a distinct one); use at most {N_DISTRICTS}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if not args.dataset and args.households is not None and args.households > MAX_HOUSEHOLDS:
+        raise InputError(f"--households {args.households} is more than the {MAX_HOUSEHOLDS:,} the embedded "
+                         f"generator can hold in memory; use fewer, or pass --dataset")
+
+
 class PrepareDataset(BaseCommand):
     """Read (or generate) the household dataset, optionally subsample it, and assign clone geography."""
 
     params = ("dataset", "households", "target_households", "n_clones", "seed")
+    outputs = ("dataset",)  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -52,6 +69,7 @@ class PrepareDataset(BaseCommand):
         with domain_errors():
             for name in ("households", "target_households", "n_clones"):
                 positive(name, getattr(args, name))
+            check_run_time_limits(args)
             if args.dataset:
                 check_dataset(args.dataset)  # streamed: bounded memory whatever the file declares
 

@@ -27,6 +27,7 @@ class VerifyShards(BaseCommand):
     """Check every shard; name each damaged chunk and fail so the next dispatch recomputes them."""
 
     params = ("deep",)
+    outputs = ("verify",)  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

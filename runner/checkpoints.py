@@ -1,20 +1,18 @@
-"""Snapshot and restore of a run directory in O(files), not O(bytes).
+"""Snapshot and restore of the files the runner wrote, in O(files), not O(bytes).
 
-A checkpoint is ``.runner/checkpoints/<label>/`` holding ``files/`` (a hard link to every file of the run
-directory, or a copy where the filesystem refuses links) and ``manifest.json`` (path, size, mtime_ns, ctime_ns,
-inode, link count, sha256 of small files). Unchanged files take no extra disk.
+A checkpoint is ``.runner/checkpoints/<label>/`` holding ``files/`` (a hard link to every runner-written file of
+the run directory, or a copy where the filesystem refuses links) and ``manifest.json``: per file its size,
+mtime_ns, inode, a content hash (xxh3) and the step that wrote it (``by``). Files the runner did not write are
+never in a checkpoint, and a restore never removes or overwrites them (see ownership.py).
 
-A hard link shares the inode with the live file, so a file edited *in place* changes the checkpoint too. That is
-what ``verify`` catches: size and mtime must match the manifest; a changed ctime is accepted only when the link
-count changed with it (a live copy was replaced or removed, which is what write-to-temp + ``os.replace`` does) or
-when the sha256 of a small file still matches. The last seen ctime and link count of every checkpointed inode are
-kept in ``stamps.json`` and refreshed after the runner's own link operations. A write that restores the mtime
-*and* coincides with a link-count change escapes this check; writes that change size or mtime never do.
+A hard link shares the inode with the live file, so a file edited *in place* changes the checkpoint too. A file
+whose (inode, size, mtime) still match is taken as intact without reading it; when they moved (``touch``,
+``cp -a``, a move to another filesystem), the content hash decides, so metadata-only changes never invalidate a
+checkpoint. Verified stats are remembered in ``stamps.json`` so the next check is stat-only again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,17 +21,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Callable, Collection, Iterable
 
 from .crash_points import crash_point
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, content_hash, read_state_text, stat_key
+from .manifest import FILES, Manifest
 
 RUNNER_DIR = ".runner"
 MANIFEST = "manifest.json"
-FILES = "files"
 STAMPS = "stamps.json"
-SMALL_FILE_HASH_LIMIT = 64 * 1024
-BASE_LABEL = "_base"  # content of an adopted, non-empty run directory before the first step
 
 
 class CheckpointError(Exception):
@@ -86,100 +82,18 @@ def scan(root: Path, skip_top: str | None = RUNNER_DIR) -> Tree:
     return tree
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a (small) file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-@dataclass
-class Manifest:
-    """What a checkpoint holds and the stamps it was taken with; ``meta`` carries the step's fingerprint."""
-
-    label: str
-    id: str
-    created: float
-    files: dict[str, dict[str, Any]]
-    dirs: list[str]
-    symlinks: dict[str, str]
-    meta: dict[str, Any]
-    path: Path
-
-    @property
-    def files_dir(self) -> Path:
-        return self.path / FILES
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(entry["size"] for entry in self.files.values())
-
-    @property
-    def copies(self) -> int:
-        return sum(1 for entry in self.files.values() if entry["mode"] == "copy")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": 1, "label": self.label, "id": self.id, "created": self.created,
-                "files": self.files, "dirs": self.dirs, "symlinks": self.symlinks, "meta": self.meta}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], path: Path) -> Manifest:
-        """ValueError unless ``data`` has the shape ``to_json`` writes (a damaged file must not crash planning)."""
-        _check_shape(data)
-        return cls(label=data["label"], id=data["id"], created=data["created"], files=data["files"],
-                   dirs=list(data["dirs"]), symlinks=dict(data["symlinks"]), meta=dict(data["meta"]), path=path)
-
-
-_STAMPS = ("size", "mtime_ns", "ctime_ns", "inode", "nlink")
-
-
-def _check_shape(data: Any) -> None:
-    """Raise ValueError naming the first field of a manifest that is not what ``Manifest.to_json`` writes."""
-    def relative(rel: Any) -> bool:
-        return isinstance(rel, str) and bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
-
-    files, meta = data["files"], data["meta"]
-    parts = meta.get("parts", {}) if isinstance(meta, dict) else None
-    checks = {
-        "label/id": isinstance(data["label"], str) and isinstance(data["id"], str),
-        "created": isinstance(data["created"], (int, float)),
-        "files": isinstance(files, dict) and all(
-            relative(rel) and isinstance(e, dict) and all(type(e.get(k)) is int for k in _STAMPS)
-            and e.get("mode") in ("link", "copy") and isinstance(e.get("sha256", ""), str)
-            for rel, e in files.items()),
-        "dirs": isinstance(data["dirs"], list) and all(relative(d) for d in data["dirs"]),
-        "symlinks": isinstance(data["symlinks"], dict) and all(
-            relative(k) and isinstance(v, str) for k, v in data["symlinks"].items()),
-        "meta": isinstance(parts, dict) and isinstance(parts.get("params", {}), dict)
-        and isinstance(parts.get("upstream", []), list)
-        and all(isinstance(u, list) and len(u) == 2 for u in parts.get("upstream", [])),
-    }
-    bad = [name for name, ok in checks.items() if not ok]
-    if bad:
-        raise ValueError(f"malformed {', '.join(bad)}")
-
-
-def _entry(st: os.stat_result, mode: str, path: Path) -> dict[str, Any]:
-    entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-             "inode": st.st_ino, "nlink": st.st_nlink, "mode": mode}
-    if st.st_size <= SMALL_FILE_HASH_LIMIT:
-        entry["sha256"] = sha256_of(path)
-    return entry
-
-
 @dataclass
 class RestoreStats:
-    """What a restore did: files removed, put back (linked or copied), and left alone."""
+    """What a restore did: files removed, put back (linked or copied), left alone, and moved aside."""
 
     removed: int = 0
     restored: int = 0
     kept: int = 0
+    moved: list[str] = field(default_factory=list)
 
 
-def remove_path(path: Path) -> None:
-    """Remove a file, symlink or directory tree (never following symlinks)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+Owns = Callable[[str, os.stat_result], bool]
+MoveAside = Callable[[str], Path]
 
 
 class CheckpointStore:
@@ -188,12 +102,13 @@ class CheckpointStore:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / RUNNER_DIR / "checkpoints"
-        self._stamps: dict[str, list[int]] | None = None
+        self._stamps: dict[str, str] | None = None
+        self._stamps_changed = False
 
     # ----------------------------------------------------------------- reading
     def labels(self) -> list[str]:
         """Labels that have a checkpoint (finished ones only; temp and trash folders are skipped)."""
-        if not self.root.is_dir():
+        if not self.root.is_dir() or self.root.is_symlink():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith("."))
 
@@ -201,36 +116,64 @@ class CheckpointStore:
         """The manifest of ``label``, None when there is no checkpoint; CheckpointError when unreadable."""
         path = self.root / label
         try:
-            data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            data = json.loads(read_state_text(path / MANIFEST))
             return Manifest.from_json(data, path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint {label!r}: manifest unreadable ({exc.__class__.__name__})") from exc
 
-    def _load_stamps(self) -> dict[str, list[int]]:
+    def manifests(self) -> list[Manifest]:
+        """Every readable checkpoint's manifest (damaged ones are skipped)."""
+        out = []
+        for label in self.labels():
+            try:
+                manifest = self.load(label)
+            except CheckpointError:
+                continue
+            if manifest is not None:
+                out.append(manifest)
+        return out
+
+    def _load_stamps(self) -> dict[str, str]:
         if self._stamps is None:
             try:
-                self._stamps = json.loads((self.root / STAMPS).read_text(encoding="utf-8"))
-                if not isinstance(self._stamps, dict):
-                    self._stamps = {}
-            except (OSError, ValueError):
+                data = json.loads(read_state_text(self.root / STAMPS))
+                self._stamps = {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+            except (OSError, ValueError, UnicodeError):
                 self._stamps = {}
         return self._stamps
 
-    def _save_stamps(self) -> None:
-        if self._stamps is not None and self.root.is_dir():
+    def save_stamps(self) -> None:
+        """Persist the content hashes learned for new stats (a hint: losing it costs only a re-hash)."""
+        if self._stamps_changed and self._stamps is not None and self.root.is_dir():
             atomic_write_json(self.root / STAMPS, self._stamps, fsync=False, compact=True)
+            self._stamps_changed = False
+
+    # ----------------------------------------------------------------- content
+    def same_content(self, path: Path, st: os.stat_result, entry: dict[str, Any]) -> bool:
+        """Does the file at ``path`` (stat ``st``) hold ``entry``'s bytes? Stat-only when its stats match
+        the entry or a stat seen before; reads the file only when they moved."""
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry["size"]:
+            return False
+        key = stat_key(st)
+        if key == [entry["inode"], entry["size"], entry["mtime_ns"]]:
+            return True
+        stamps = self._load_stamps()
+        known = stamps.get(json.dumps(key))
+        if known is None:
+            try:
+                known = content_hash(path)
+            except OSError:
+                return False
+            stamps[json.dumps(key)] = known
+            self._stamps_changed = True
+        return known == entry["hash"]
 
     # ----------------------------------------------------------------- verifying
     def verify(self, manifest: Manifest, refresh: bool = False) -> list[str]:
-        """Problems with ``manifest``'s files ("a.txt: modified in place (size 3 -> 5)"); empty when intact.
-
-        ``refresh`` persists accepted stamp changes (link-count moves, touched-but-identical small files).
-        """
-        stamps = self._load_stamps()
+        """Problems with ``manifest``'s own copies ("a.txt: modified in place"); empty when intact."""
         problems: list[str] = []
-        changed = False
         for rel, entry in manifest.files.items():
             path = manifest.files_dir / rel
             try:
@@ -238,92 +181,82 @@ class CheckpointStore:
             except FileNotFoundError:
                 problems.append(f"{rel}: missing from the checkpoint")
                 continue
-            verdict = self._judge(entry, st, path, stamps.get(str(entry["inode"])))
-            if verdict == "refresh":
-                stamps[str(st.st_ino)] = [st.st_mtime_ns, st.st_ctime_ns, st.st_nlink]
-                changed = True
-            elif verdict:
-                problems.append(f"{rel}: {verdict}")
-        if changed and refresh:
-            self._save_stamps()
+            if not self.same_content(path, st, entry):
+                problems.append(f"{rel}: modified in place")
+        if refresh:
+            self.save_stamps()
         return problems
 
-    @staticmethod
-    def _judge(entry: dict[str, Any], st: os.stat_result, path: Path, ref: list[int] | None) -> str | None:
-        """None if intact, "refresh" if intact with new stamps, else what is wrong."""
-        mtime, ctime, nlink = ref or (entry["mtime_ns"], entry["ctime_ns"], entry["nlink"])
-        if st.st_ino != entry["inode"] or not stat.S_ISREG(st.st_mode):
-            return "replaced inside the checkpoint"
-        if st.st_size != entry["size"]:
-            return f"modified in place (size {entry['size']} -> {st.st_size})"
-        if st.st_mtime_ns == mtime and st.st_ctime_ns == ctime:
-            return None
-        if entry.get("sha256"):
-            return "refresh" if sha256_of(path) == entry["sha256"] else "modified in place (content changed)"
-        if st.st_mtime_ns != mtime:
-            return "modified in place (mtime changed)"
-        if st.st_nlink != nlink:
-            return "refresh"
-        return "changed in place (ctime moved, link count did not)"
-
-    def _restamp(self, inodes: set[int]) -> None:
-        """After the runner's own link/unlink of ``inodes``: accept their new ctime and link count."""
-        if not inodes:
-            return
-        stamps = self._load_stamps()
-        changed = False
-        for label in self.labels():
+    def live_problems(self, manifest: Manifest, rels: Iterable[str]) -> list[str]:
+        """How the live files ``rels`` of ``manifest`` differ from it ("output missing: matrix/X.npz")."""
+        problems = []
+        for rel in rels:
             try:
-                manifest = self.load(label)
-            except CheckpointError:
+                st = os.lstat(self.run_dir / rel)
+            except (FileNotFoundError, NotADirectoryError):
+                problems.append(f"output missing: {rel}")
                 continue
-            for rel, entry in manifest.files.items():
-                if entry["inode"] not in inodes:
-                    continue
-                try:
-                    st = os.lstat(manifest.files_dir / rel)
-                except OSError:
-                    continue
-                ref = stamps.get(str(entry["inode"]))
-                mtime = ref[0] if ref else entry["mtime_ns"]
-                fresh = [st.st_mtime_ns, st.st_ctime_ns, st.st_nlink]
-                ok = st.st_ino == entry["inode"] and st.st_size == entry["size"] and st.st_mtime_ns == mtime
-                if ok and ref != fresh:
-                    stamps[str(st.st_ino)] = fresh
-                    changed = True
-        if changed:
-            self._save_stamps()
+            if not self.same_content(self.run_dir / rel, st, manifest.files[rel]):
+                problems.append(f"output changed: {rel}")
+        return problems
 
     # ----------------------------------------------------------------- writing
-    def snapshot(self, label: str, meta: dict[str, Any]) -> Manifest:
-        """Checkpoint the whole run directory under ``label`` (replacing an older one) and return its manifest."""
+    def snapshot(self, label: str, meta: dict[str, Any], owners: dict[str, str] | None = None,
+                 known: Manifest | None = None) -> Manifest:
+        """Checkpoint the live files ``owners`` names (rel -> the step that wrote it; None: every file, by
+        ``label``) under ``label``, replacing an older one. Hashes only files ``known`` does not describe."""
         tree = scan(self.run_dir)
+        owners = owners if owners is not None else {rel: label for rel in tree.files}
+        files = {rel: st for rel, st in tree.files.items() if rel in owners}
+        dirs = sorted({str(p) for rel in files for p in Path(rel).parents if str(p) != "."})
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{label}-{uuid.uuid4().hex[:8]}"
-        files_dir = tmp / FILES
         try:
-            files_dir.mkdir(parents=True)
-            for rel in sorted(tree.dirs, key=len):
-                (files_dir / rel).mkdir(parents=True, exist_ok=True)
+            for rel in [""] + dirs:
+                (tmp / FILES / rel).mkdir(parents=True, exist_ok=True)
             entries = {}
-            for rel in tree.files:
-                dst = files_dir / rel
-                mode = place_file(self.run_dir / rel, dst)
-                entries[rel] = _entry(os.lstat(dst), mode, dst)
+            for rel, st in files.items():
+                mode = place_file(self.run_dir / rel, tmp / FILES / rel)
+                entries[rel] = self._entry(rel, os.lstat(tmp / FILES / rel), mode, tmp / FILES / rel, known)
+                entries[rel]["by"] = owners[rel]
                 crash_point("checkpoint-midway")
             manifest = Manifest(label=label, id=uuid.uuid4().hex, created=time.time(), files=entries,
-                                dirs=sorted(tree.dirs), symlinks=tree.symlinks, meta=meta, path=self.root / label)
+                                dirs=dirs, symlinks={}, meta=meta, path=self.root / label)
             atomic_write_json(tmp / MANIFEST, manifest.to_json())
             self._install(tmp, label)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        stamps = self._load_stamps()
-        for entry in entries.values():
-            stamps[str(entry["inode"])] = [entry["mtime_ns"], entry["ctime_ns"], entry["nlink"]]
-        self._save_stamps()
-        self._restamp({entry["inode"] for entry in entries.values()})
+        self.save_stamps()
         return manifest
+
+    def _entry(self, rel: str, st: os.stat_result, mode: str, path: Path, known: Manifest | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "mode": mode}
+        old = known.files.get(rel) if known else None
+        if old is not None and [old["inode"], old["size"], old["mtime_ns"]] == stat_key(st):
+            entry["hash"] = old["hash"]
+        else:
+            key = json.dumps(stat_key(st))
+            entry["hash"] = self._load_stamps().get(key) or content_hash(path)
+        return entry
+
+    def derive(self, source: Manifest, label: str, rels: Collection[str], id_: str, meta: dict[str, Any]) -> None:
+        """Rebuild ``label``'s checkpoint from the files ``rels`` of ``source`` (same id and meta as before)."""
+        tmp = self.root / f".tmp-{label}-{uuid.uuid4().hex[:8]}"
+        try:
+            entries = {}
+            for rel in rels:
+                (tmp / FILES / rel).parent.mkdir(parents=True, exist_ok=True)
+                mode = place_file(source.files_dir / rel, tmp / FILES / rel)
+                entries[rel] = dict(source.files[rel], mode=mode)
+            dirs = sorted({str(p) for rel in entries for p in Path(rel).parents if str(p) != "."})
+            (tmp / FILES).mkdir(parents=True, exist_ok=True)
+            manifest = Manifest(label, id_, time.time(), entries, dirs, {}, meta, self.root / label)
+            atomic_write_json(tmp / MANIFEST, manifest.to_json())
+            self._install(tmp, label)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def _install(self, tmp: Path, label: str) -> None:
         final = self.root / label
@@ -340,33 +273,27 @@ class CheckpointStore:
         final = self.root / label
         if not final.exists():
             return
-        try:
-            inodes = {entry["inode"] for entry in (self.load(label) or _EMPTY).files.values()}
-        except CheckpointError:
-            inodes = set()
         trash = self.root / f".trash-{label}-{uuid.uuid4().hex[:8]}"
         os.rename(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
-        self._restamp(inodes)
 
     def sweep(self) -> None:
-        """Remove what a runner killed mid-snapshot, mid-delete or mid-write left: temp and trash folders (then
-        accept the ctime and link count their links moved on checkpointed files: our own link operations) and
+        """Remove what a runner killed mid-snapshot, mid-delete or mid-write left: temp and trash folders and
         temp files of metadata writes (``.journal.json.<pid>.<n>.tmp``)."""
-        inodes: set[int] = set()
         for folder in (self.root, self.run_dir / RUNNER_DIR):
             for path in folder.iterdir() if folder.is_dir() else ():
-                if path.name.startswith((".tmp-", ".trash-")) and path.is_dir():
-                    inodes |= {st.st_ino for st in scan(path, skip_top=None).files.values()}
+                if path.name.startswith((".tmp-", ".trash-")) and path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
                 elif path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
                     path.unlink(missing_ok=True)
-        self._restamp(inodes)
 
-    def restore(self, manifest: Manifest | None, keep: Collection[str] = ()) -> RestoreStats:
-        """Make the live directory exactly equal ``manifest`` (None: empty). Refuses a damaged checkpoint.
-
-        ``keep``: relative paths of live files to leave as they are (a resumable step's own outputs)."""
+    def restore(self, manifest: Manifest | None, owns: Owns, aside: MoveAside,
+                keep: Collection[str] = (), dirs: Collection[str] = ()) -> RestoreStats:
+        """Make the runner's files in the live directory equal ``manifest`` (None: none). Only files ``owns``
+        accepts are removed or replaced; another file in a restored file's way is moved ``aside``; every
+        other file stays. Idempotent, so an interrupted restore is finished by running it again.
+        ``keep``: live files to leave as they are (a resumable step's own outputs); ``dirs``: folders besides
+        the checkpoints' own that the runner made and may remove once empty."""
         if manifest is not None:
             problems = self.verify(manifest, refresh=True)
             if problems:
@@ -374,71 +301,52 @@ class CheckpointStore:
         target = manifest or _EMPTY
         live = scan(self.run_dir)
         stats = RestoreStats()
-        touched: set[int] = set()
-        self._remove_extra(live, target, stats, touched, frozenset(keep))
-        for rel in sorted(target.dirs, key=len):
-            (self.run_dir / rel).mkdir(parents=True, exist_ok=True)
+        for rel, st in live.files.items():
+            if rel not in target.files and rel not in keep and owns(rel, st):
+                (self.run_dir / rel).unlink()
+                stats.removed += 1
+                crash_point("restore-midway")
         for rel, entry in target.files.items():
-            self._restore_file(rel, entry, live.files.get(rel), target, stats, touched)
-        for rel, link_target in target.symlinks.items():
-            if live.symlinks.get(rel) != link_target:
-                os.symlink(link_target, self.run_dir / rel)
-                stats.restored += 1
-        self._restamp(touched)
+            self._restore_file(rel, entry, live.files.get(rel), target, stats, owns, aside)
+            crash_point("restore-midway")
+        self._prune_dirs(live, target, set(dirs))
+        self.save_stamps()
         return stats
 
-    def _remove_extra(self, live: Tree, target: Manifest, stats: RestoreStats, touched: set[int],
-                      keep: frozenset[str] = frozenset()) -> None:
-        kept_dirs = {str(parent) for rel in keep for parent in Path(rel).parents if str(parent) != "."}
-        for rel, st in live.files.items():
-            if rel in keep:
-                continue
-            if rel not in target.files:
-                (self.run_dir / rel).unlink()
-                touched.add(st.st_ino)
-                stats.removed += 1
-        for rel, link_target in live.symlinks.items():
-            if target.symlinks.get(rel) != link_target:
-                (self.run_dir / rel).unlink()
-                stats.removed += 1
-        wanted = set(target.dirs) | kept_dirs
-        for rel in sorted(live.dirs - wanted, key=len, reverse=True):
-            path = self.run_dir / rel
-            if path.exists():
-                remove_path(path)
-                stats.removed += 1
-
-    def _restore_file(self, rel: str, entry: dict[str, Any], live_st: os.stat_result | None,
-                      target: Manifest, stats: RestoreStats, touched: set[int]) -> None:
-        if live_st is not None and _same_file(entry, live_st):
+    def _restore_file(self, rel: str, entry: dict[str, Any], live_st: os.stat_result | None, target: Manifest,
+                      stats: RestoreStats, owns: Owns, aside: MoveAside) -> None:
+        dst = self.run_dir / rel
+        if live_st is None and os.path.lexists(dst):  # a directory or symlink the user put in the way
+            stats.moved.append(str(aside(rel)))
+        elif live_st is not None and self.same_content(dst, live_st, entry):
             stats.kept += 1
             return
-        dst = self.run_dir / rel
+        elif live_st is not None and not owns(rel, live_st):
+            stats.moved.append(str(aside(rel)))
+        for parent in reversed(Path(rel).parents):
+            if str(parent) != "." and (os.path.islink(self.run_dir / parent) or (self.run_dir / parent).is_file()):
+                stats.moved.append(str(aside(str(parent))))
+        dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.restore")
         place_file(target.files_dir / rel, tmp)
         os.replace(tmp, dst)
-        touched.add(entry["inode"])
-        if live_st is not None:
-            touched.add(live_st.st_ino)
         stats.restored += 1
 
+    def _prune_dirs(self, live: Tree, target: Manifest, ours: set[str]) -> None:
+        """Remove directories left empty that the runner made (never a user's folder)."""
+        ours |= {d for m in self.manifests() for d in m.dirs}
+        for rel in sorted(live.dirs - set(target.dirs), key=len, reverse=True):
+            if rel in ours:
+                try:
+                    os.rmdir(self.run_dir / rel)
+                except OSError:
+                    pass  # not empty: something the runner did not write is inside
+
     def diff(self, manifest: Manifest | None) -> list[str]:
-        """How the live directory differs from ``manifest`` ("+ new.txt", "- gone.txt", "~ changed.txt")."""
+        """How the live runner files differ from ``manifest`` ("- gone.txt", "~ changed.txt")."""
         target = manifest or _EMPTY
-        live = scan(self.run_dir)
-        out = [f"+ {rel}" for rel in sorted(set(live.files) - set(target.files))]
-        out += [f"- {rel}" for rel in sorted(set(target.files) - set(live.files))]
-        out += [f"~ {rel}" for rel in sorted(set(target.files) & set(live.files))
-                if not _same_file(target.files[rel], live.files[rel])]
-        out += [f"+ {rel}/" for rel in sorted(live.dirs - set(target.dirs))]
-        return out
-
-
-def _same_file(entry: dict[str, Any], live_st: os.stat_result) -> bool:
-    """Is the live file the checkpointed one? Same inode for links; same size and mtime for copies."""
-    if entry["mode"] == "link":
-        return live_st.st_ino == entry["inode"]
-    return live_st.st_size == entry["size"] and live_st.st_mtime_ns == entry["mtime_ns"]
+        problems = self.live_problems(target, target.files)
+        return [("- " if p.startswith("output missing") else "~ ") + p.split(": ", 1)[1] for p in problems]
 
 
 def damaged_message(label: str, problems: list[str]) -> str:

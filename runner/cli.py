@@ -7,14 +7,18 @@ argparse normally calls ``sys.exit`` on bad input; here its errors become ``Usag
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import time
+from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from .fsutil import human_bytes
+from .fsutil import human_bytes, printable
 from .journal import Journal
 from .planning import Plan, Step, StepStatus
 
-RUNNER_DESTS = ("to", "reset_to", "force", "status", "list", "dry_run", "clean", "allow_dirty", "forget_params")
+RUNNER_DESTS = ("to", "reset_to", "force", "status", "list", "dry_run", "clean", "allow_dirty", "forget_params",
+                "adopt")
 
 
 class UsageError(Exception):
@@ -50,8 +54,10 @@ def build_parser(prog: str | None, steps: list[Step]) -> argparse.ArgumentParser
     opts.add_argument("--status", action="store_true", help="print a table of every step and exit")
     opts.add_argument("--list", action="store_true", help="print the step labels in order and exit")
     opts.add_argument("--dry-run", action="store_true", help="print what would run and why, change nothing")
-    opts.add_argument("--clean", action="store_true", help="remove the run directory's contents and history "
-                      "(only for a directory the runner created)")
+    opts.add_argument("--clean", action="store_true", help="remove the files the runner wrote and its history "
+                      "(files it did not write stay)")
+    opts.add_argument("--adopt", action="store_true", help="build in a non-empty directory the runner did not "
+                      "create (its files stay yours; recorded in the journal)")
     opts.add_argument("--forget-params", action="store_true",
                       help="use the defaults for every flag not given, instead of the last run's values")
     opts.add_argument("--allow-dirty", action="store_true", help="do not reset the directory before the first "
@@ -84,7 +90,63 @@ def parse(parser: argparse.ArgumentParser, args: Sequence[str] | argparse.Namesp
         setattr(merged, action.dest, default)
     for key, value in vars(args).items():
         setattr(merged, key, value)
+    check_types(parser, merged)
     return merged
+
+
+def _type_ok(action: argparse.Action, value: Any) -> bool:
+    if value is None or value is action.default:
+        return True
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # noqa: SLF001
+        return isinstance(value, bool)
+    if action.nargs not in (None, "?"):
+        return isinstance(value, (list, tuple)) and all(_type_ok(_single(action), v) for v in value)
+    kind = action.type
+    if kind in (int, float):
+        return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if kind is None or kind is str:
+        return isinstance(value, (str, os.PathLike))
+    return True  # a custom type function: its own checks ran only for argv; the step validates
+
+
+def _single(action: argparse.Action) -> argparse.Action:
+    return argparse.Action(action.option_strings, action.dest, type=action.type)
+
+
+def check_types(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """A Namespace given to ``run`` must hold what the parser would have produced (``25``, not ``"25"``)."""
+    for action in parser._actions:  # noqa: SLF001
+        if action.dest in (argparse.SUPPRESS, "help") or not hasattr(ns, action.dest):
+            continue
+        value = getattr(ns, action.dest)
+        flag = "/".join(action.option_strings) or action.dest
+        if not _type_ok(action, value):
+            want = getattr(action.type, "__name__", "a string") if action.type else "a string"
+            raise UsageError(f"{flag}: expected {want}, got {type(value).__name__} {value!r}; "
+                             f"pass the value as the command line would parse it")
+        if action.choices is not None and value is not None and value is not action.default \
+                and value not in action.choices:
+            raise UsageError(f"{flag}: {value!r} is not one of {sorted(map(str, action.choices))}")
+
+
+def check_input_files(steps: list[Step], ns: argparse.Namespace, run_dir: Path) -> None:
+    """Every input file a step names must be a regular file outside the run directory (a FIFO or device would
+    hang the hashing; a file inside could be replaced by a reset). Checked before anything reads them."""
+    root = os.path.realpath(run_dir)
+    for step in steps:
+        for given in step.cls.input_files(ns):
+            path = Path(given)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # missing: the step's own validation names it
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"input file {printable(str(path))} (step {step.label}) is not a regular file; "
+                                 "pass the path of a regular file")
+            real = os.path.realpath(path)
+            if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+                raise UsageError(f"input file {printable(str(path))} (step {step.label}) is inside the run "
+                                 f"directory, where a reset could replace it; copy it outside and pass that path")
 
 
 def _when(epoch: float | None) -> str:
@@ -117,12 +179,20 @@ def format_status(statuses: list[StepStatus], journal: Journal) -> str:
     rows = [["order", "label", "state", "reason", "finished", "duration", "output"]]
     for status in statuses:
         done = journal.last_done(status.label) if status.manifest else None
-        reason = status.reason or "up to date"
+        reason = printable(status.reason or "up to date")
         rows.append([f"{status.step.order:g}", status.label, _state(status, journal),
                      reason if len(reason) <= 72 else reason[:71] + "…",
                      _when(done and done.get("end")), _duration(done and done.get("duration_s")),
                      human_bytes(done.get("bytes_written")) if done else "-"])
     return format_table(rows)
+
+
+def previous_build_note(statuses: list[StepStatus]) -> str:
+    """When the last step is stale but its checkpoint is kept, how to get that build back."""
+    last = statuses[-1]
+    if last.manifest is not None and not last.up_to_date:
+        return f"the previous build is kept: --reset-to {last.label} brings it back"
+    return ""
 
 
 def format_list(steps: list[Step]) -> str:
@@ -143,8 +213,7 @@ def format_dry_run(plan: Plan, allow_dirty: bool) -> str:
     elif allow_dirty:
         start = "keep the directory as it is (--allow-dirty)"
     else:
-        start = f"reset the directory to the checkpoint of {plan.base.label if plan.base else '(empty)'}"
-        start = start.replace("of _base", "of its original contents")
+        start = f"reset the runner's files to the checkpoint of {plan.base.label if plan.base else '(empty)'}"
     lines = [f"would {start}, then run:"]
     lines += [f"  {s.label}: {s.reason}" for s in plan.to_run]
     if plan.skipped:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from .codeid import project_files
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .runner import CommandRunner
 
@@ -61,12 +63,16 @@ class BaseCommand(abc.ABC):
       resumable -- True: after a failed or interrupted attempt the step restarts on top of its own partial
                    outputs (``state.dirty`` is True) instead of from a reset directory.
       params    -- argparse dests that define the step's output; changing one makes the step stale.
+      outputs   -- paths (files or folders, relative to the run directory) the step writes. A file there that
+                   the runner did not write is moved aside before the step runs; only changes under them are
+                   taken as the step's. Empty: every file the step creates or changes is its output.
     Override ``input_files(args)`` to name files read from outside the run directory (their content joins the
     fingerprint) and ``validate(args)`` to refuse bad input before the runner touches the run directory.
     """
 
     resumable: ClassVar[bool] = False
     params: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, args: argparse.Namespace, runner: CommandRunner) -> None:
         self.args = args
@@ -98,13 +104,14 @@ class BaseCommand(abc.ABC):
         return ()
 
     @classmethod
-    def code_identity(cls) -> str:
-        """A short hash of the code behind this step; a change makes the step stale ("code changed").
+    def code_identity(cls) -> dict[str, str] | str:
+        """The code behind this step; a change makes the step stale ("code changed: pkg/module.py").
 
-        Default: the bytes of the module file that defines the class (helpers in the same module count).
-        Override to narrow or widen what counts as the step's code.
+        Default: ``{file: hash}`` of the module defining the class and every project module it imports,
+        transitively (see codeid.py). Override to narrow or widen what counts as the step's code.
         """
-        return code_identity_of(cls)
+        files = project_files(cls.__module__)
+        return files if files else code_identity_of(cls)
 
 
 def code_identity_of(obj: Any) -> str:

@@ -3,7 +3,8 @@
 A deliberate duplicate of `policyengine_us_data/utils/crash_points.py`: the runner imports nothing from the
 domain package, so it carries its own fifteen lines. `MATRIX_CRASH_AT=name` kills the process the first time
 it reaches `name`; `name:N` the N-th time (counts per process). Read once at import: unset costs one comparison.
-Places: `checkpoint-midway` (after each file placed in a snapshot), `<stem>-before-rename` in
+Places: `checkpoint-midway` (after each file placed in a snapshot), `restore-midway` (after each file a reset
+removes or puts back), `<stem>-before-rename` in
 fsutil.atomic_write_text (`journal-before-rename`, `manifest-before-rename`, `stamps-before-rename`).
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
 from .command import BaseCommand, BuildState, CommandError
+from .fsutil import open_nofollow
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 EXIT_TERMINATED = 143  # SIGTERM
@@ -86,7 +88,8 @@ class _Tee(io.TextIOBase):
 def step_log(path: Path, label: str, reason: str) -> Iterator[TextIO]:
     """Append the step's stdout, stderr and log records to ``path`` (also shown on the terminal)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log:
+    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a symlinked log is refused, not followed
+    with os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"\n===== {stamp} {label}: start ({reason}) =====\n")
         log.flush()

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, read_state_text
 
 MISSING = "missing"
 CACHE_NAME = "input_digests.json"
@@ -46,8 +46,8 @@ class InputDigests:
         if self.cache_file is None:
             return {}
         try:
-            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(read_state_text(self.cache_file))
+        except (OSError, ValueError, UnicodeError):
             return {}
         if not isinstance(data, dict):
             return {}

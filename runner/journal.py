@@ -18,10 +18,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, read_state_text
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "label": (str,), "status": (str,), "reason": (str,), "fingerprint": (str,), "error": (str,),
+    "checkpoint": (str,), "host": (str,), "parts": (dict,), "start": _NUMBER, "end": _NUMBER,
+    "duration_s": _NUMBER, "pid": (int,), "peak_rss_bytes": (int,), "files_written": (int,),
+    "bytes_written": (int,),
+}
+
+
+def _check_record(record: dict[str, Any]) -> None:
+    """ValueError naming the first field of a record whose type is not what the runner writes."""
+    for name, types in _FIELD_TYPES.items():
+        value = record.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ValueError(f"record field {name!r} is a {type(value).__name__}")
+    if not isinstance(record.get("label"), str) or record.get("status") not in (*ATTEMPT_STATUSES, *NOTES):
+        raise ValueError("a record has no label or an unknown status")
 
 ATTEMPT_STATUSES = ("running", "done", "failed", "interrupted")
 UNFINISHED = ("running", "failed", "interrupted")
+NOTES = ("forgotten", "reset", "adopted")
 
 
 class Journal:
@@ -35,16 +54,18 @@ class Journal:
 
     def _read(self) -> list[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_state_text(self.path)
         except FileNotFoundError:
             return []
-        except (OSError, UnicodeError) as exc:  # not UTF-8: garbage, read as empty history like bad JSON
+        except (OSError, UnicodeError) as exc:  # a symlink, or not UTF-8: garbage, read as empty history like bad JSON
             return self._unreadable(f"{exc.__class__.__name__}: {str(exc)[:80]}")
         try:
             data = json.loads(text)
             records = data["records"]
             if not isinstance(records, list) or not all(isinstance(r, dict) and "label" in r for r in records):
                 raise ValueError("records is not a list of step records")
+            for record in records:
+                _check_record(record)
             return records
         except (ValueError, KeyError, TypeError) as exc:
             return self._unreadable(f"{exc.__class__.__name__}: {str(exc)[:80]}")

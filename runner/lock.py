@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .fsutil import open_nofollow
+
 
 class RunDirLocked(Exception):
     """Another process holds the run directory. The message names its pid and host."""
@@ -39,7 +41,7 @@ class RunDirLock:
 
     def acquire(self) -> None:
         """Take the lock at once or raise RunDirLocked; never waits."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a symlink here is refused, never truncated
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

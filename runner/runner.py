@@ -2,8 +2,9 @@
 
 Exit codes (``RunResult.exit_code``, ``main``'s return): 0 done; 1 a step failed; 2 usage or bad input
 (unknown label, ``--reset-to`` a step without a checkpoint or with a damaged one, an unwritable run directory,
-``CommandError(..., exit_code=2)`` / ``InputError`` from a step); 3 the run directory is locked;
-130 Ctrl-C and 143 SIGTERM during a step (the attempt is journalled as interrupted).
+a non-empty directory the runner did not create without ``--adopt``, an input file that is not a regular file
+or lies inside the run directory, a symlink in ``.runner/``, ``CommandError(..., exit_code=2)`` /
+``InputError`` from a step); 3 the run directory is locked; 130 Ctrl-C (anywhere) and 143 SIGTERM during a step.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Callable, Sequence, TextIO, TypeVar
 from . import cli
 from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore
 from .command import BaseCommand
+from .fsutil import UnsafeStateFile, check_state_dir, printable
 from .inputs import CACHE_NAME as INPUT_CACHE
 from .inputs import InputDigests
 from .journal import Journal
 from .lock import RunDirLock, RunDirLocked
 from .params import apply_remembered, explicit_dests
 from .planning import ParamError, Plan, Step, make_plan
-from .session import ADOPT, MARKER, RunResult, Session
+from .ownership import RESET, read_state_json
+from .session import RunResult, Session
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 C = TypeVar("C", bound=type)
@@ -77,7 +80,10 @@ class CommandRunner:
         """CLI entry: run, print any error message to stderr, return the exit code (never sys.exit)."""
         result = self.run(argv)
         if result.message:
-            print(result.message, file=sys.stderr if result.exit_code else self._out())
+            try:
+                print(printable(result.message), file=sys.stderr if result.exit_code else self._out())
+            except KeyboardInterrupt:
+                return 130
         return result.exit_code
 
     def run(self, args: Sequence[str] | argparse.Namespace | None = None) -> RunResult:
@@ -90,21 +96,23 @@ class CommandRunner:
             return self._dispatch(ns)
         except cli.HelpShown:
             return RunResult(0)
-        except (cli.UsageError, ParamError, CheckpointError) as exc:
-            return RunResult(2, str(exc))
+        except KeyboardInterrupt:
+            return RunResult(130, "interrupted (Ctrl-C)")
+        except (cli.UsageError, ParamError, CheckpointError, UnsafeStateFile) as exc:
+            return RunResult(2, printable(str(exc)))
         except RunDirLocked as exc:
             return RunResult(3, str(exc))
         except BrokenPipeError:  # the reader of our output left (`--status | head -1`): the caller's to handle
             raise
         except OSError as exc:  # the runner's own file work failed (disk full, permissions): no traceback
-            return RunResult(1, f"runner error in {self.run_dir}: {exc}")
+            return RunResult(1, printable(f"runner error in {self.run_dir}: {exc}"))
 
     # ------------------------------------------------------------------ dispatch
     def _out(self) -> TextIO:
         return self.out or sys.stdout
 
     def _print(self, text: str) -> None:
-        print(text, file=self._out(), flush=True)
+        print(printable(text), file=self._out(), flush=True)
 
     def _index(self, label: str, flag: str) -> int:
         if label not in self._steps:
@@ -121,12 +129,16 @@ class CommandRunner:
         target = self._index(ns.to, "--to") if ns.to else len(self._steps) - 1
         if ns.reset_to:
             self._index(ns.reset_to, "--reset-to")
+        self._check_state_dirs()
         self._remember(ns)
+        cli.check_input_files(self.steps, ns, self.run_dir)
         if ns.status or ns.dry_run:
             return self._report(ns, target)
-        self._ensure_run_dir()
+        adopted = self._ensure_run_dir(ns)
         with RunDirLock(self.run_dir / RUNNER_DIR / "lock", self.run_dir):
             session = Session(self, ns)
+            if adopted:
+                session.journal.note("_run_dir", "adopted", f"--adopt: building in {self.run_dir}, which held files")
             return session.execute(target)
 
     def _remember(self, ns: argparse.Namespace) -> None:
@@ -146,42 +158,56 @@ class CommandRunner:
         if journal.warning:
             print(f"warning: {journal.warning}", file=sys.stderr)
         inputs = InputDigests(self.run_dir / RUNNER_DIR / INPUT_CACHE)  # read here, written only under the lock
-        plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force, inputs=inputs)
+        intent = read_state_json(self.run_dir / RUNNER_DIR / RESET)
+        pending = None
+        if isinstance(intent, dict):
+            label = intent.get("label")
+            pending = self.labels.index(label) if label in self.labels else -1
+            print("warning: a reset was interrupted; the next run finishes it first", file=sys.stderr)
+        plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force, inputs=inputs,
+                               reset_pending=pending)
         if ns.status:
             self._print(cli.format_status(plan.statuses, journal))
+            kept = cli.previous_build_note(plan.statuses)
+            if kept:
+                self._print(kept)
         if ns.dry_run:
             self._print(cli.format_dry_run(plan, ns.allow_dirty))
         return RunResult(0, skipped=tuple(s.label for s in plan.skipped))
 
-    def _ensure_run_dir(self) -> None:
-        """Create the run directory and the runner's folder; mark the directory as ours if we made it."""
+    def _check_state_dirs(self) -> None:
+        """``.runner/`` and its folders must be real directories: a symlink there is refused, not followed."""
+        hidden = self.run_dir / RUNNER_DIR
+        for path in (hidden, hidden / "checkpoints", hidden / "logs"):
+            check_state_dir(path)
+
+    def _ensure_run_dir(self, ns: argparse.Namespace) -> bool:
+        """Create the run directory and the runner's folder. A non-empty directory without ``.runner/`` is not
+        the runner's: refused unless ``--adopt`` (True is returned: the session journals it); nothing is
+        written before that."""
         try:
             if self.run_dir.exists() and not self.run_dir.is_dir():
                 raise cli.UsageError(f"run directory {self.run_dir} exists and is not a directory: "
                                      "choose another run directory, or move the file away")
-            made = not self.run_dir.exists() or not any(self.run_dir.iterdir())
             hidden = self.run_dir / RUNNER_DIR
-            fresh = not hidden.exists()
+            foreign = self.run_dir.is_dir() and not hidden.exists() and any(self.run_dir.iterdir())
+            if foreign and not getattr(ns, "adopt", False):
+                raise cli.UsageError(f"run directory {self.run_dir} is not empty and the runner did not create it: "
+                                     "choose a new or empty directory, or pass --adopt to build there (the files "
+                                     "already in it stay yours: never removed, moved aside if in a step's way)")
             (hidden / "logs").mkdir(parents=True, exist_ok=True)
             (hidden / "checkpoints").mkdir(exist_ok=True)
-            if fresh and made:
-                (hidden / MARKER).write_text("this run directory was created by the runner; --clean may empty it\n")
             probe = hidden / f".probe-{id(self)}"
             probe.write_bytes(b"")
             probe.unlink()
-            if fresh and not made:
-                (hidden / ADOPT).write_text("snapshot the original contents as the base checkpoint\n")
         except OSError as exc:
             raise cli.UsageError(f"cannot use run directory {self.run_dir}: {exc.strerror or exc}; "
                                  "choose a run directory you can create and write to") from exc
+        return foreign
 
     def log_path(self, label: str) -> Path:
         """The step's log file; a step may send its subprocesses' output there (Python prints go there already)."""
         return self.run_dir / RUNNER_DIR / "logs" / f"{label}.log"
-
-    def is_runner_made(self) -> bool:
-        """True when the runner created this run directory (so --clean may empty it)."""
-        return (self.run_dir / RUNNER_DIR / MARKER).is_file()
 
 
 __all__ = ["CommandRunner", "RunResult"]

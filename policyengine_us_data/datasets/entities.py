@@ -2,18 +2,21 @@
 
 An array's length cannot say its entity when two entity counts coincide (a test fixture with as
 many tax units, SPM units and families as households; a subsample of one-person households), so
-the reader takes every variable's entity from, in order: the h5 file's own metadata (the `entity`
-attribute `write_dataset` stores on each variable), a mapping the caller passes (the simulator
-seam's `variable_entities()`), the ids and links every dataset carries, `KNOWN_ENTITIES` (the
-policyengine-us entities of the inputs the synthetic generator writes), and finally policyengine-us's
-tax-benefit system itself (imported only when something is still unresolved,
-since the import costs ~40 s). A variable none of them knows is named in a `DatasetError`.
+the reader takes every variable's entity from, in order: the ids and links every dataset carries,
+a mapping the caller passes (the simulator seam's `variable_entities()`), `KNOWN_ENTITIES` (the
+policyengine-us entities of the inputs the synthetic generator writes), the h5 file's own metadata
+(the `entity` attribute `write_dataset` stores on each variable), and finally policyengine-us's
+tax-benefit system itself (imported only when something is still unresolved, since the import
+costs ~40 s). A variable none of them knows is named in a `DatasetError`.
+
+The file's attributes are read last and only for names nothing else resolves: reading an
+attribute of a damaged h5 can hang inside libhdf5 (found by the fuzz test of the reader).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from policyengine_us_data.datasets.household_data import ALL_ENTITIES, ENTITIES, KNOWN_ENTITIES, id_name, link_name
 from policyengine_us_data.errors import DatasetError
@@ -43,22 +46,23 @@ def policyengine_variable_entities() -> dict[str, str]:
 
 def resolve_entities(
     names: Iterable[str],
-    stored: Mapping[str, str],
+    stored: Callable[[str], str | None],
     variable_entities: Mapping[str, str] | None,
     source: str,
 ) -> dict[str, str]:
     """The entity of every name, or `DatasetError` naming the variables nobody knows.
 
-    `variable_entities=None` means "policyengine-us's": it is loaded only if the file's metadata and
-    the layout leave a name unresolved.
+    `stored(name)` reads the file's own entity metadata (asked only for names the layout, the mapping
+    and `KNOWN_ENTITIES` leave open). `variable_entities=None` means "policyengine-us's": it is loaded
+    only if the file's metadata and the layout leave a name unresolved.
     """
     names = list(names)
     structural = structural_entities()
     resolved: dict[str, str] = {}
     pending: list[str] = []
     for name in names:
-        entity = (stored.get(name) or (variable_entities or {}).get(name) or structural.get(name)
-                  or KNOWN_ENTITIES.get(name))
+        entity = (structural.get(name) or (variable_entities or {}).get(name) or KNOWN_ENTITIES.get(name)
+                  or stored(name))
         if entity is None:
             pending.append(name)
         else:

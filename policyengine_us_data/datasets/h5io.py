@@ -78,20 +78,19 @@ def read_dataset(
     simulator's `variable_entities()`); None means policyengine-us's, loaded only when the file's own metadata
     leaves a variable unresolved.
     """
-    source, chosen, arrays, stored = _open_validated(path, period, load=True)
-    entities = resolve_entities(arrays, stored, variable_entities, str(source))
+    source, chosen, arrays, entities = _open_validated(path, period, variable_entities, load=True)
     validate_arrays(arrays, str(source), entities)
     return HouseholdData(arrays, chosen, entities)
 
 
 def check_dataset(path: str | os.PathLike, period: int | None = None) -> int:
     """Validate a dataset file the way `read_dataset` does without loading it (bounded memory); return its period."""
-    return _open_validated(path, period, load=False)[1]
+    return _open_validated(path, period, None, load=False)[1]
 
 
-def _open_validated(path: str | os.PathLike, period: int | None,
+def _open_validated(path: str | os.PathLike, period: int | None, variable_entities: Mapping[str, str] | None,
                     load: bool) -> tuple[Path, int, dict[str, np.ndarray], dict[str, str]]:
-    """(file, chosen period, arrays when `load`, the entities the file records per variable)."""
+    """(file, chosen period, arrays and each one's entity when `load`, else empty)."""
     source = Path(path)
     if not source.exists():
         raise DatasetError(f"{source}: dataset file not found. Check the path, or omit it to use the embedded "
@@ -103,15 +102,19 @@ def _open_validated(path: str | os.PathLike, period: int | None,
             raise DatasetError(f"{source}: not an HDF5 file (wrong format or damaged). Pass a PolicyEngine .h5 "
                                f"dataset. {_REWRITE}")
         with h5py.File(source, "r") as handle:
-            chosen, nodes, stored = _select_nodes(handle, source, period)
+            chosen, nodes, owners = _select_nodes(handle, source, period)
             validate_h5_nodes(nodes, str(source))
-            arrays = {name: _from_stored(np.asarray(node[()])) for name, node in nodes.items()} if load else {}
+            if not load:
+                return source, chosen, {}, {}
+            arrays = {name: _from_stored(np.asarray(node[()])) for name, node in nodes.items()}
+            entities = resolve_entities(arrays, lambda name: _stored_entity(owners[name]), variable_entities,
+                                        str(source))
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
         raise DatasetError(f"{source}: unreadable HDF5 file ({type(exc).__name__}: {exc}); it is probably "
                            f"truncated or damaged. {_REWRITE}") from exc
-    return source, chosen, arrays, stored
+    return source, chosen, arrays, entities
 
 
 def _stored_entity(node: h5py.Group | h5py.Dataset) -> str | None:
@@ -122,15 +125,13 @@ def _stored_entity(node: h5py.Group | h5py.Dataset) -> str | None:
 
 
 def _select_nodes(handle: h5py.File, source: Path,
-                  period: int | None) -> tuple[int, dict[str, h5py.Dataset], dict[str, str]]:
-    """(chosen period, variable name -> its h5 dataset for that period, recorded entities), nothing read yet."""
+                  period: int | None) -> tuple[int, dict[str, h5py.Dataset], dict[str, h5py.HLObject]]:
+    """(chosen period, variable name -> its h5 dataset for that period, name -> the object holding its
+    metadata), nothing read yet."""
     periods_by_var: dict[str, dict[int, h5py.Dataset]] = {}
     flat: dict[str, h5py.Dataset] = {}
-    stored: dict[str, str] = {}
-    for name, node in handle.items():
-        entity = _stored_entity(node)
-        if entity:
-            stored[name] = entity
+    owners: dict[str, h5py.HLObject] = dict(handle.items())
+    for name, node in owners.items():
         if isinstance(node, h5py.Group):
             periods_by_var[name] = {int(k): v for k, v in node.items()
                                     if k.isdigit() and isinstance(v, h5py.Dataset)}
@@ -140,7 +141,7 @@ def _select_nodes(handle: h5py.File, source: Path,
     nodes = {name: by_period[chosen] for name, by_period in periods_by_var.items() if chosen in by_period}
     for name, node in flat.items():
         nodes.setdefault(name, node)
-    return chosen, nodes, stored
+    return chosen, nodes, owners
 
 
 def _choose_period(periods_by_var: dict[str, dict[int, h5py.Dataset]], flat: dict, source: Path,

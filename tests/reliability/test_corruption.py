@@ -134,17 +134,18 @@ def test_verify_names_the_damaged_chunks_and_dispatch_recomputes_only_those(dama
 
 
 def test_the_verify_step_names_every_damaged_chunk(reference, tmp_path, toy_db, fast_report, capsys):
-    """Through the runner: damage out of place (the checkpoint keeps the good inodes), verify the live
-    directory as it is (--allow-dirty): exit 1, one message naming each damaged chunk."""
+    """Through the runner: damage the runner's stat check cannot see (bytes flipped in place, size and mtime
+    kept), verify the live directory as it is (--allow-dirty): exit 1, one message naming each damaged chunk."""
     run_dir = tmp_path / "run"
     assert main_in_process(toy_args(run_dir, toy_db)) == 0
     chunks = run_dir / "chunks"
-    for cid in (1, 3):  # replace with damaged copies: new inodes, so the checkpoint keeps the good ones
-        damaged = chunks / f"damaged-{cid}"
-        shutil.copyfile(shard_path(chunks, cid), damaged)
-        os.truncate(damaged, damaged.stat().st_size - 100)
-        os.replace(damaged, shard_path(chunks, cid))
-    shard_path(chunks, 4).unlink()
+    for cid in (1, 3, 4):
+        path = shard_path(chunks, cid)
+        st = path.stat()
+        with open(path, "r+b") as handle:
+            handle.seek(st.st_size // 2)
+            handle.write(b"\xff" * 16)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     capsys.readouterr()
     code = main_in_process(["--run-dir", str(run_dir), "--to", "verify", "--force", "--allow-dirty", "--deep"])
     err = capsys.readouterr().err

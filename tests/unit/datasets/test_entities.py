@@ -47,6 +47,18 @@ def test_metadata_naming_no_entity_is_refused(tmp_path) -> None:
 
     path = write_upstream_dataset(tmp_path / "f.h5")
     with h5py.File(path, "a") as handle:
-        handle["snap"].attrs["entity"] = "county"
-    with pytest.raises(DatasetError, match="'snap' is on entity 'county'"):
+        n_households = handle["household_id"]["2023"].shape[0]
+        handle.create_dataset("local_levy/2023", data=[1.0] * n_households)
+        handle["local_levy"].attrs["entity"] = "county"  # a variable only the file's metadata can place
+    with pytest.raises(DatasetError, match="'local_levy' is on entity 'county'"):
         read_dataset(path, variable_entities=TOY_ENTITIES)
+
+
+def test_the_mapping_wins_over_the_files_metadata(tmp_path) -> None:
+    """Metadata is read only for names nothing else places (reading attributes of a damaged file can hang)."""
+    import h5py
+
+    path = write_upstream_dataset(tmp_path / "f.h5")
+    with h5py.File(path, "a") as handle:
+        handle["snap"].attrs["entity"] = "county"
+    assert read_dataset(path, variable_entities=TOY_ENTITIES).entities["snap"] == TOY_ENTITIES["snap"]

@@ -69,6 +69,7 @@ class ToyStep(BaseCommand):
 
 class CacheStep(ToyStep):
     name = "cache"
+    outputs = ("cache.txt", "cache.partial")
     params = ("year",)
 
     @classmethod
@@ -78,6 +79,7 @@ class CacheStep(ToyStep):
 
 class DispatchStep(ToyStep):
     name = "dispatch"
+    outputs = ("dispatch.txt", "dispatch.partial")
     params = ("chunk_size",)
     resumable = True
 
@@ -90,7 +92,7 @@ def toy_class(label: str) -> type[ToyStep]:
     special = {"cache": CacheStep, "dispatch": DispatchStep}
     if label in special:
         return special[label]
-    return type(f"Toy_{label}", (ToyStep,), {"name": label})
+    return type(f"Toy_{label}", (ToyStep,), {"name": label, "outputs": (f"{label}.txt", f"{label}.partial")})
 
 
 def _make_runner(run_dir: Path, labels: tuple[str, ...] = LABELS) -> CommandRunner:

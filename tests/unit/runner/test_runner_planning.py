@@ -55,7 +55,13 @@ def test_force_reruns_the_target_and_later_steps_see_an_earlier_rerun(toy, capsy
     capsys.readouterr()
     toy.main(["--status"])
     rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert "an earlier step re-ran: dispatch" in rows["verify"]
+    assert "up to date" in rows["verify"]  # dispatch gave the same bytes: nothing downstream is stale
+    assert toy.run([]).ran == ()
+    toy.run(["--to", "dispatch", "--chunk-size", "7"])
+    capsys.readouterr()
+    toy.main(["--status"])
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "stale" in rows["verify"] and "stale" in rows["assemble"]
     assert toy.run([]).ran == ("verify", "assemble")
 
 
@@ -83,7 +89,7 @@ def test_list_status_and_dry_run_output(toy, capsys, run_dir):
     capsys.readouterr()
     assert toy.main(["--to", "verify", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "reset the directory to the checkpoint of cache" in out
+    assert "reset the runner's files to the checkpoint of cache" in out
     assert "dispatch: never run" in out and "verify: never run" in out and "assemble" not in out
     assert "up to date: prepare, cache" in out
     assert toy.toy.ran == ["prepare", "cache"]  # dry run ran nothing
