@@ -141,12 +141,22 @@ def check_input_files(steps: list[Step], ns: argparse.Namespace, run_dir: Path) 
             except OSError:
                 continue  # missing: the step's own validation names it
             if not stat.S_ISREG(st.st_mode):
-                raise UsageError(f"input file {printable(str(path))} (step {step.label}) is not a regular file; "
-                                 "pass the path of a regular file")
+                raise UsageError(f"input file {printable(str(path))} (step {step.label}) {_kind(st.st_mode)}, "
+                                 "not a regular file; pass the path of the file itself")
             real = os.path.realpath(path)
             if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
                 raise UsageError(f"input file {printable(str(path))} (step {step.label}) is inside the run "
                                  f"directory, where a reset could replace it; copy it outside and pass that path")
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words (`is a directory`, ...)."""
+    for test, words in ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (named pipe)"),
+                        (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
+                        (stat.S_ISSOCK, "is a socket")):
+        if test(mode):
+            return words
+    return "is not a regular file"
 
 
 def _when(epoch: float | None) -> str:

@@ -109,7 +109,7 @@ DATABASES = {
                                                  ("person_count", [("age", ">=", "eighteen")], 1e6, 0),
                                                  ("household_count", [("snap", ">", "zero")], 1e6, 0)]),
         ("3 problems", "unknown operation '~='", "'eighteen' does not parse", "'zero' does not parse")),
-    "db-is-a-directory": (lambda tmp: tmp, ("is a directory, not a database file", "pass the path")),
+    "db-is-a-directory": (lambda tmp: tmp, ("is a directory, not a regular file", "pass the path of the file")),
 }
 
 
@@ -125,7 +125,7 @@ PACKAGES = {
                                ("does not exist", "mkdir -p", "or choose another path")),
     "package-parent-is-a-file": (lambda tmp: _a_file(tmp) / "x.pkl", ("some_file is a file, not a directory",)),
     "package-is-a-directory": (lambda tmp: tmp, ("is a directory", "give a file path")),
-    "dataset-is-a-directory": (None, ("is a directory, not a dataset file", "pass the path")),
+    "dataset-is-a-directory": (None, ("is a directory, not a regular file", "pass the path of the file")),
 }
 
 
