@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError
 from policyengine_us_data.errors import ArtifactError, InputError
 
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--chunked-matrix", action=argparse.BooleanOptionalAction, default=False,
                        help="build in column chunks")
     build.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    build.add_argument("--chunk-plan", choices=PLAN_KINDS, default=DEFAULT_PLAN_KIND,
+                       help="'state': each chunk's columns share a state (or a few small states), several times "
+                            "cheaper to simulate; 'contiguous': upstream's column ranges; same matrix "
+                            "(default %(default)s)")
     build.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=False,
                        help="fan chunks out over Modal (only with --chunked-matrix)")
     build.add_argument("--num-matrix-workers", type=int, default=50)
@@ -128,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         dispatcher = choose_dispatcher(args)
         chunk_dir = Path(args.chunk_dir) if args.chunk_dir else job.builder.work_dir / "matrix_chunks"
         targets_df, matrix, names = job.builder.build_matrix_chunked(
-            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_dir=str(chunk_dir),
+            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_plan=args.chunk_plan,
+            chunk_dir=str(chunk_dir),
             keep_chunks=True, resume_chunks=args.resume_chunks,
             rerandomize_takeup=not args.skip_takeup_rerandomize, dispatcher=dispatcher, progress=True,
         )

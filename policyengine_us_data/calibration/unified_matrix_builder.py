@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from policyengine_us_data.calibration.build_state import load_build_state, write_build_state
 from policyengine_us_data.calibration.chunk_kernel import compute_entries
+from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
 from policyengine_us_data.calibration.geography import CloneGeography
 from policyengine_us_data.calibration.targets import TargetTable, load_targets
@@ -123,7 +124,7 @@ class UnifiedMatrixBuilder:
         the columns are simulated from the dataset under each clone's geography instead."""
         state_dir = self.prepare_state(geography, target_filter, rerandomize_takeup)
         inputs = load_build_state(state_dir)
-        entries = compute_entries(inputs, 0, inputs.n_columns)
+        entries = compute_entries(inputs, np.arange(inputs.n_columns))
         matrix = reference_csr(entries.rows, entries.cols, entries.vals, (inputs.n_rows, inputs.n_columns))
         return targets_frame(inputs.targets), matrix, [row.name for row in inputs.targets.rows]
 
@@ -143,8 +144,13 @@ class UnifiedMatrixBuilder:
         run_id: str = "",
         dispatcher=None,
         progress: bool = False,
+        chunk_plan: str = DEFAULT_PLAN_KIND,
     ):
-        """Chunked build through ChunkedMatrixAssembler; same return as build_matrix()."""
+        """Chunked build through ChunkedMatrixAssembler; same return as build_matrix().
+
+        `chunk_plan` (ours, not upstream's): "state" (default) groups each chunk's columns by state,
+        "contiguous" takes upstream's column ranges; the matrix is the same.
+        """
         state_dir = self.prepare_state(geography, target_filter, rerandomize_takeup)
         chunks = Path(chunk_dir) if chunk_dir else self.work_dir / "matrix_chunks"
         if dispatcher is None and parallel:
@@ -152,7 +158,8 @@ class UnifiedMatrixBuilder:
 
             dispatcher = ModalChunkDispatcher(num_workers=num_matrix_workers, run_id=run_id)
         assembler = ChunkedMatrixAssembler(
-            state_dir, chunks, chunk_size=chunk_size, dispatcher=dispatcher, resume=resume_chunks, progress=progress
+            state_dir, chunks, chunk_size=chunk_size, chunk_plan=chunk_plan, dispatcher=dispatcher,
+            resume=resume_chunks, progress=progress,
         )
         matrix = assembler.build()
         if not keep_chunks:

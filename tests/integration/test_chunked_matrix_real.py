@@ -53,7 +53,7 @@ def real_state(tmp_path_factory, pe_simulator):
 def reference(real_state):
     """The non-chunked matrix: one simulation of all 100 columns."""
     inputs = load_build_state(real_state)
-    e = compute_entries(inputs, 0, inputs.n_columns)
+    e = compute_entries(inputs, np.arange(inputs.n_columns))
     return reference_csr(e.rows, e.cols, e.vals, (inputs.n_rows, inputs.n_columns))
 
 

@@ -30,7 +30,7 @@ def make_lineage(**changes) -> dict:
     base = dict(
         dataset_sha256="1" * 64, targets_fingerprint="2" * 64, constraints_fingerprint="3" * 64,
         geography_sha256="4" * 64, year=2024, n_records=50, n_clones=2, chunk_size=25_000,
-        rerandomize_takeup=False, kernel_version="5" * 64,
+        chunk_plan="state", rerandomize_takeup=False, kernel_version="5" * 64,
     )  # fmt: skip
     base.update(changes)
     return build_lineage(**base)
