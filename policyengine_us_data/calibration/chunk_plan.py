@@ -8,8 +8,9 @@ the chunk's global columns from the geography it already loads (`chunk_columns`)
 - `state` (the default): state-major order. policyengine-us evaluates each state present in a
   simulation, so a chunk of ~51 states costs several times one of a single state. States are ranked
   by column count (largest first, ties by fips); a state with more than `chunk_size` columns is
-  split into equal single-state chunks, smaller ones are grouped, in rank order, into chunks of at
-  most `chunk_size` columns. Everything follows from the geography's state codes alone.
+  split into equal single-state chunks; the smaller ones, in rank order, are grouped whole into the
+  fewest chunks of at most `chunk_size` columns, evened out. Everything follows from the geography's
+  state codes alone.
 
 The matrix's column order (`c = clone * n_records + record`) is the same under both kinds. A result
 is what the kernel reports back. Both are plain dataclasses of builtins so they pickle for a process
@@ -134,25 +135,38 @@ def state_major_order(state_fips: np.ndarray) -> np.ndarray:
 def state_cuts(state_fips: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:
     """(start, end) slices of the state-major order: large states split evenly, small ones grouped."""
     _, counts, rank = _state_ranking(state_fips)
+    counts = [int(n) for n in counts[np.argsort(rank)]]
+    large = [n for n in counts if n > chunk_size]  # ranked largest first, so these lead the order
     cuts: list[tuple[int, int]] = []
-    group_start = position = 0
-    for n in counts[np.argsort(rank)]:
-        n = int(n)
-        if n > chunk_size:
-            if position > group_start:
-                cuts.append((group_start, position))
-            parts = -(-n // chunk_size)
-            edges = position + (np.arange(parts + 1) * n) // parts
-            cuts += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-            group_start = position = position + n
-            continue
-        if position + n - group_start > chunk_size:
-            cuts.append((group_start, position))
-            group_start = position
+    position = 0
+    for n in large:
+        parts = -(-n // chunk_size)
+        edges = position + (np.arange(parts + 1) * n) // parts
+        cuts += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
         position += n
-    if position > group_start:
-        cuts.append((group_start, position))
+    for group in _balanced_groups(counts[len(large):], chunk_size):
+        cuts.append((position, position + sum(group)))
+        position += sum(group)
     return cuts
+
+
+def _balanced_groups(counts: list[int], chunk_size: int) -> list[list[int]]:
+    """Consecutive whole states in the fewest groups of at most `chunk_size` columns, evened out.
+
+    With k groups, each state joins the group its midpoint falls in (of k equal spans); k grows
+    from ceil(total / chunk_size) until every group fits. One state per group always fits.
+    """
+    total = sum(counts)
+    if not total:
+        return []
+    starts = np.cumsum([0, *counts[:-1]])
+    for k in range(-(-total // chunk_size), len(counts) + 1):
+        index = ((starts + np.asarray(counts) / 2) * k // total).astype(int)
+        groups = [[n for n, j in zip(counts, index) if j == g] for g in range(k)]
+        groups = [g for g in groups if g]
+        if all(sum(g) <= chunk_size for g in groups):
+            return groups
+    return [[n] for n in counts]
 
 
 def partition_plan(kind: str, state_fips: np.ndarray, chunk_size: int) -> list[tuple[int, int, int]]:

@@ -19,7 +19,7 @@ from commands.layout import RunLayout
 from commands.verify_shards import assembler_for
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
-from policyengine_us_data.calibration.shards import shard_path
+from policyengine_us_data.calibration.shards import read_shard, read_shard_header, shard_path, write_shard
 from tests.reliability.conftest import (
     _stub_figure,
     main_in_process,
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, toy_db):
-    """One uninterrupted toy build (5 chunks): its run directory, matrix and manifest records."""
+    """One uninterrupted toy build (6 chunks of the default state plan): its run directory, matrix and records."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("policyengine_us_data.outputs.report_figure.render_figure", _stub_figure)
@@ -81,12 +81,25 @@ def swap(chunks: Path) -> set[int]:
     return {1, 3}
 
 
+def overlap_and_gap(chunks: Path) -> set[int]:
+    """Chunk 1's shard, rewritten whole and well-formed, trades one of its columns for one of chunk 2's: its
+    column set now overlaps chunk 2's and leaves a column uncovered."""
+    one, two = read_shard(shard_path(chunks, 1)), read_shard_header(shard_path(chunks, 2))
+    dropped, taken = int(one.header.columns[0]), int(two.columns[0])
+    keep = one.cols != dropped
+    h = one.header
+    write_shard(h.path, one.rows[keep], one.cols[keep], one.vals[keep], chunk_id=h.chunk_id, col_start=h.col_start,
+                col_end=h.col_end, n_rows=h.n_rows, n_cols=h.n_cols, lineage_signature=h.lineage_signature,
+                columns=np.sort(np.r_[h.columns[1:], taken]))
+    return {1}
+
+
 def everything(chunks: Path) -> set[int]:
     """Several kinds at once: truncate 1, flip 2, delete 3, duplicate 0 over 4."""
     return truncate(chunks) | bit_flip(chunks) | delete(chunks) | duplicate(chunks)
 
 
-DAMAGE = [truncate, bit_flip, delete, duplicate, swap, everything]
+DAMAGE = [truncate, bit_flip, delete, duplicate, swap, overlap_and_gap, everything]
 
 
 def _copy_live(reference_dir: Path, dest: Path) -> RunLayout:
@@ -108,16 +121,17 @@ def test_verify_names_the_damaged_chunks_and_dispatch_recomputes_only_those(dama
 
     plan = assembler_for(layout).classify()  # the verify step's check (deep: every byte hashed)
     assert set(plan.reasons) == damaged, plan.reasons
-    assert {c.chunk_id for c in plan.done} == set(range(5)) - damaged
+    every = set(ref_records)
+    assert {c.chunk_id for c in plan.done} == every - damaged
 
-    untouched = {cid: os.stat(shard_path(layout.chunk_dir, cid)) for cid in set(range(5)) - damaged}
+    untouched = {cid: os.stat(shard_path(layout.chunk_dir, cid)) for cid in every - damaged}
     assembler = ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=25,
                                        dispatcher=LocalChunkDispatcher(workers=1), resume=True, progress=False)
     recomputed = assembler.dispatch()
     assert {c.chunk_id for c in recomputed.todo} == damaged
 
     records = manifest_chunks(layout.run_dir)
-    for cid in range(5):
+    for cid in sorted(every):
         if cid in damaged:
             assert records[cid]["attempts"] == ref_records[cid]["attempts"] + 1, cid
             assert records[cid]["checksum"] == ref_records[cid]["checksum"], cid  # the same content again
@@ -152,6 +166,21 @@ def test_the_verify_step_names_every_damaged_chunk(reference, tmp_path, toy_db, 
     assert "3 damaged chunk(s)" in err and all(f"chunk {cid}:" in err for cid in (1, 3, 4)), err
     assert "chunk 0:" not in err and "chunk 2:" not in err
     assert "Traceback" not in err
+
+
+def test_the_verify_step_names_a_shard_whose_column_set_overlaps_another_and_misses_one(reference, tmp_path, toy_db,
+                                                                                        fast_report, capsys):
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    chunks = run_dir / "chunks"
+    os.replace(shutil.copyfile(shard_path(chunks, 1), chunks / "copy"), shard_path(chunks, 1))  # a new inode
+    overlap_and_gap(chunks)
+    capsys.readouterr()
+    code = main_in_process(["--run-dir", str(run_dir), "--to", "verify", "--force", "--allow-dirty"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 damaged chunk(s): chunk 1: " in err and "wrong columns for chunk 1: 1 not in its plan" in err, err
+    assert "1 of its planned columns missing" in err
 
 
 def test_a_shard_edited_in_place_inside_the_checkpoint_is_repaired_alone(tmp_path, toy_db, fast_report, capsys):
