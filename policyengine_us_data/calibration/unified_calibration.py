@@ -90,14 +90,27 @@ def print_plan(args: argparse.Namespace) -> int:
         raise InputError(f"no finished chunks recorded in {args.chunk_dir}: build some first")
     columns = sum(r.col_end - r.col_start for r in records)
     seconds_per_column = sum(r.seconds for r in records) / columns
-    per_chunk = seconds_per_column * args.chunk_size
-    n_chunks = -(-(manifest.lineage["n_records"] * args.n_clones) // args.chunk_size)
+    kind = str(manifest.lineage.get("chunk_plan", "contiguous"))
+    n_columns = manifest.lineage["n_records"] * args.n_clones
+    n_chunks = planned_chunks(kind, manifest.lineage["n_records"], args.n_clones, args.chunk_size)
+    per_chunk = seconds_per_column * n_columns / n_chunks
     rss_gb = _peak_rss_gb(Path(args.chunk_dir))
     plan = plan_production(per_chunk, rss_gb, n_chunks=n_chunks, workers=args.num_matrix_workers)
-    print(f"measured: {len(records)} chunks, {columns} columns, {seconds_per_column * 1000:.2f} ms per column "
-          f"(scaled linearly to {args.chunk_size} columns: an upper bound, the fixed cost is paid once per chunk)")
+    print(f"measured: {len(records)} chunks ({kind} plan), {columns} columns, {seconds_per_column * 1000:.2f} ms per "
+          f"column (scaled linearly to {n_columns / n_chunks:.0f} columns per chunk: an upper bound, the fixed cost "
+          "is paid once per chunk)")
     print(format_plan(plan))
     return 0
+
+
+def planned_chunks(kind: str, n_records: int, n_clones: int, chunk_size: int) -> int:
+    """How many chunks the plan kind makes of n_records x n_clones columns (state: on a fresh geography)."""
+    from policyengine_us_data.calibration.chunk_plan import partition_plan
+    from policyengine_us_data.calibration.geography import assign_geography
+
+    if kind == "contiguous":
+        return -(-(n_records * n_clones) // chunk_size)
+    return len(partition_plan(kind, assign_geography(n_records, n_clones, seed=0).state_fips, chunk_size))
 
 
 def _peak_rss_gb(chunk_dir: Path) -> float:
