@@ -6,7 +6,9 @@ holds ~51 states; a state-major chunk holds one. For each size the script runs `
 evenly spaced through the plan (the state plan's order runs from the largest state to the smallest), with the
 real kernel (policyengine-us, all default targets: three simulations per chunk), each in a child forked from
 one warmed-up parent so that each chunk's peak RSS is its own. It prints each chunk, then per plan the mean
-wall and simulation seconds, the cost per column and the largest peak RSS, and the ratios.
+wall and simulation seconds, the cost per column and the largest peak RSS, and the ratios; then the production
+plan (`plan_production`: 12,000 households x 430 clones on 50 workers, 100 s of import and warm-up per container)
+each plan's measured cost per column predicts at each size, and the ratio of container-hours.
 
     .venv/bin/python benchmarks/bench_chunk_plans.py --sizes 2000 8000 --chunks 2
 """
@@ -29,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from policyengine_us_data.calibration.build_state import load_build_state, write_build_state  # noqa: E402
 from policyengine_us_data.calibration.chunk_kernel import peak_rss_mb, run_chunk, warm_up  # noqa: E402
+from policyengine_us_data.calibration.chunk_dispatch.plan import plan_production  # noqa: E402
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, chunk_columns, partition_plan  # noqa: E402
 from policyengine_us_data.calibration.default_targets import default_targets_path  # noqa: E402
 from policyengine_us_data.calibration.geography import assign_geography  # noqa: E402
@@ -37,6 +40,7 @@ from policyengine_us_data.calibration.targets import load_targets  # noqa: E402
 from policyengine_us_data.datasets.synthetic import generate_synthetic  # noqa: E402
 
 PLANS = ("contiguous", "state")
+PRODUCTION = (12_000, 430, 50)  # households, clones, workers
 
 
 def make_state(root: Path, clones: int) -> Path:
@@ -115,6 +119,23 @@ def print_table(results: dict[int, dict]) -> None:
               f"peak RSS {c['rss'] / s['rss']:.2f}x")
 
 
+def print_production(results: dict[int, dict]) -> None:
+    """Scale each plan's measured cost per column to production's column count and chunk count."""
+    households, clones, workers = PRODUCTION
+    fips = assign_geography(households, clones, seed=0).state_fips
+    print(f"\nproduction plan ({households:,} households x {clones} clones, {workers} workers, 100 s import):")
+    for size, plans in results.items():
+        hours = {}
+        for kind in PLANS:
+            r, n_chunks = plans[kind], len(partition_plan(kind, fips, size))
+            plan = plan_production(r["ms_per_column"] / 1000 * len(fips) / n_chunks, r["rss"] / 1024,
+                                   n_chunks=n_chunks, workers=workers, import_s=100.0)
+            hours[kind] = plan.parallel_container_hours
+            print(f"{size:>6} {kind:<11} {n_chunks:>5} chunks of {plan.per_chunk_seconds:7.1f} s: wall "
+                  f"{plan.parallel_seconds / 3600:6.2f} h, {plan.parallel_container_hours:7.2f} container-h")
+        print(f"{size:>6} {'ratio':<11} contiguous / state container-hours: {hours['contiguous'] / hours['state']:.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000], help="chunk sizes (columns)")
@@ -133,6 +154,7 @@ def main() -> int:
         for size in args.sizes:
             results[size] = run_size(size, args.chunks, state, root)
         print_table(results)
+        print_production(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

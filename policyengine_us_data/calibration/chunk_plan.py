@@ -8,8 +8,8 @@ the chunk's global columns from the geography it already loads (`chunk_columns`)
 - `state` (the default): state-major order. policyengine-us evaluates each state present in a
   simulation, so a chunk of ~51 states costs several times one of a single state. States are ranked
   by column count (largest first, ties by fips); a state with more than `chunk_size` columns is
-  split into equal single-state chunks; the smaller ones, in rank order, are grouped whole into the
-  fewest chunks of at most `chunk_size` columns, evened out. Everything follows from the geography's
+  split into equal single-state chunks; the smaller ones, in rank order, are grouped whole into few
+  chunks of at most `chunk_size` columns, of even sizes. Everything follows from the geography's
   state codes alone.
 
 The matrix's column order (`c = clone * n_records + record`) is the same under both kinds. A result
@@ -151,7 +151,7 @@ def state_cuts(state_fips: np.ndarray, chunk_size: int) -> list[tuple[int, int]]
 
 
 def _balanced_groups(counts: list[int], chunk_size: int) -> list[list[int]]:
-    """Consecutive whole states in the fewest groups of at most `chunk_size` columns, evened out.
+    """Consecutive whole states in few groups of at most `chunk_size` columns, of even sizes.
 
     With k groups, each state joins the group its midpoint falls in (of k equal spans); k grows
     from ceil(total / chunk_size) until every group fits. One state per group always fits.
@@ -159,9 +159,10 @@ def _balanced_groups(counts: list[int], chunk_size: int) -> list[list[int]]:
     total = sum(counts)
     if not total:
         return []
-    starts = np.cumsum([0, *counts[:-1]])
+    sizes = np.asarray(counts, dtype=np.int64)
+    twice_midpoints = 2 * (np.cumsum(sizes) - sizes) + sizes  # integers: the same groups on every machine
     for k in range(-(-total // chunk_size), len(counts) + 1):
-        index = ((starts + np.asarray(counts) / 2) * k // total).astype(int)
+        index = twice_midpoints * k // (2 * total)
         groups = [[n for n, j in zip(counts, index) if j == g] for g in range(k)]
         groups = [g for g in groups if g]
         if all(sum(g) <= chunk_size for g in groups):
@@ -171,10 +172,9 @@ def _balanced_groups(counts: list[int], chunk_size: int) -> list[list[int]]:
 
 def partition_plan(kind: str, state_fips: np.ndarray, chunk_size: int) -> list[tuple[int, int, int]]:
     """(chunk_id, start, end) slices of the kind's column order covering every column exactly once."""
-    check_plan_kind(kind)
-    if kind == CONTIGUOUS:
-        return partition_columns(len(state_fips), chunk_size)
-    partition_columns(len(state_fips), chunk_size)  # the same checks of the size and the column count
+    contiguous = partition_columns(len(state_fips), chunk_size)  # also checks the size and the column count
+    if check_plan_kind(kind) == CONTIGUOUS:
+        return contiguous
     return [(i, start, end) for i, (start, end) in enumerate(state_cuts(state_fips, chunk_size))]
 
 
