@@ -1,10 +1,11 @@
 """The pure per-chunk kernel: (chunk plan, shared build state) -> one shard.
 
 The kernel knows arrays; the dispatcher knows where it runs. Its inputs are a small plan and the
-path of the read-only build state (the plan's global columns follow from the state's geography), so the same function runs in-process, in a forked worker and
-inside a Modal container. Each (variable, domain, reform) value vector is computed once per
-chunk, then every row of that group picks the columns inside its geography (a vectorised join on
-the column's state or district), so 436 district rows cost one value vector, not 436.
+path of the read-only build state (the plan's global columns follow from the state's geography),
+so the same function runs in-process, in a forked worker and inside a Modal container. Each
+(variable, domain, reform) value vector is computed once per chunk, then every row of that group
+picks the columns inside its geography (a vectorised join on the column's state or district), so
+436 district rows cost one value vector, not 436.
 """
 
 from __future__ import annotations
