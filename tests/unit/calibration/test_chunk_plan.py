@@ -33,11 +33,11 @@ def check_state_plan(state_fips: np.ndarray, chunk_size: int) -> None:
         states = np.unique(state_fips[columns])
         if len(states) > 1:  # a declared group: every state in it is whole here
             assert all(np.isin(np.flatnonzero(state_fips == s), columns).all() for s in states)
-    for state in np.unique(state_fips):  # a state split over several chunks is split evenly
-        sizes = [int((state_fips[c] == state).sum()) for c in chunks if (state_fips[c] == state).any()]
-        if len(sizes) > 1:
-            assert max(sizes) - min(sizes) <= 1 and all(s == len(c) for s, c in
-                                                        zip(sizes, [c for c in chunks if (state_fips[c] == state).any()]))
+    for state in np.unique(state_fips):  # a state split over several chunks is split evenly, alone in each
+        holding = [c for c in chunks if (state_fips[c] == state).any()]
+        if len(holding) > 1:
+            sizes = [len(c) for c in holding]
+            assert max(sizes) - min(sizes) <= 1 and all((state_fips[c] == state).all() for c in holding)
 
 
 @settings(max_examples=150, deadline=None)
