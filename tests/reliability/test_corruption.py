@@ -8,6 +8,7 @@ One toy build per module is the reference. Each shard-damage case works on a cop
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -181,6 +182,25 @@ def test_the_verify_step_names_a_shard_whose_column_set_overlaps_another_and_mis
     assert code == 1
     assert "1 damaged chunk(s): chunk 1: " in err and "wrong columns for chunk 1: 1 not in its plan" in err, err
     assert "1 of its planned columns missing" in err
+
+
+def test_the_verify_steps_cover_proof_names_an_overlap_even_when_each_shard_matches_its_plan(
+        reference, tmp_path, toy_db, fast_report, capsys, monkeypatch):
+    """With the per-chunk column check switched off (as if the plan itself were wrong), the exact-cover proof over
+    the shards' own column sets still catches chunk 1 holding a column of chunk 2."""
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    chunks = run_dir / "chunks"
+    os.replace(shutil.copyfile(shard_path(chunks, 1), chunks / "copy"), shard_path(chunks, 1))  # a new inode
+    overlap_and_gap(chunks)
+    monkeypatch.setattr(ChunkedMatrixAssembler, "columns", lambda self, chunk: None)
+    capsys.readouterr()
+    code = main_in_process(["--run-dir", str(run_dir), "--to", "verify", "--force", "--allow-dirty"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 damaged chunk(s): chunk 2: " in err and "1 of its columns" in err and "are also in chunk 1" in err, err
+    report = json.loads((run_dir / "verify" / "verify.json").read_text())
+    assert report["columns_covered_once"] == 0 and [d["chunk_id"] for d in report["damaged"]] == [2]
 
 
 def test_a_shard_edited_in_place_inside_the_checkpoint_is_repaired_alone(tmp_path, toy_db, fast_report, capsys):
