@@ -13,6 +13,7 @@ from policyengine_us_data.calibration.build_state import write_build_state
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
 from policyengine_us_data.calibration.chunk_dispatch.modal_backend import lookup_worker
 from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir as volume_chunk_dir
+from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
 from policyengine_us_data.calibration.chunked_matrix_assembler import (
     ChunkBuildError,
     ChunkedMatrixAssembler,
@@ -37,7 +38,7 @@ class DispatchChunks(BaseCommand):
     """Partition the columns into chunks and compute each chunk's shard on the chosen backend."""
 
     resumable = True
-    params = ("chunk_size", "skip_takeup_rerandomize")
+    params = ("chunk_size", "chunk_plan", "skip_takeup_rerandomize")
     outputs = ("state", "chunks")  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
@@ -50,6 +51,10 @@ class DispatchChunks(BaseCommand):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                             help="columns per chunk (production: 25000; default %(default)s)")
+        parser.add_argument("--chunk-plan", choices=PLAN_KINDS, default=DEFAULT_PLAN_KIND,
+                            help="which columns share a chunk: 'state' groups them by state (a simulation costs "
+                                 "by the states in it), 'contiguous' takes column ranges as upstream does; the "
+                                 "matrix is the same (default %(default)s)")
         parser.add_argument("--backend", choices=("local", "modal"), default="local",
                             help="where chunks run (default %(default)s)")
         parser.add_argument("--workers", type=int, default=default_workers(),
@@ -109,6 +114,7 @@ class DispatchChunks(BaseCommand):
         report = assembler.report
         write_json(layout.dispatch_summary, {
             "chunk_size": args.chunk_size,
+            "chunk_plan": args.chunk_plan,
             # only off-directory shards (the Modal volume) are named; local ones move with the run directory
             "chunk_dir": None if assembler.chunk_dir == layout.chunk_dir else str(assembler.chunk_dir),
             "run_id": getattr(dispatcher, "run_id", None),
@@ -143,7 +149,7 @@ class DispatchChunks(BaseCommand):
 
         def make(resume: bool) -> ChunkedMatrixAssembler:
             return ChunkedMatrixAssembler(layout.state_dir, chunk_dir, chunk_size=self.args.chunk_size,
-                                          dispatcher=dispatcher, resume=resume)
+                                          chunk_plan=self.args.chunk_plan, dispatcher=dispatcher, resume=resume)
         assembler = make(True)
         try:
             assembler.open_manifest()

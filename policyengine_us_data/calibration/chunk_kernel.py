@@ -1,10 +1,11 @@
 """The pure per-chunk kernel: (chunk plan, shared build state) -> one shard.
 
 The kernel knows arrays; the dispatcher knows where it runs. Its inputs are a small plan and the
-path of the read-only build state, so the same function runs in-process, in a forked worker and
-inside a Modal container. Each (variable, domain, reform) value vector is computed once per
-chunk, then every row of that group picks the columns inside its geography (a vectorised join on
-the column's state or district), so 436 district rows cost one value vector, not 436.
+path of the read-only build state (the plan's global columns follow from the state's geography),
+so the same function runs in-process, in a forked worker and inside a Modal container. Each
+(variable, domain, reform) value vector is computed once per chunk, then every row of that group
+picks the columns inside its geography (a vectorised join on the column's state or district), so
+436 district rows cost one value vector, not 436.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policyengine_us_data.calibration.build_state import BuildInputs, load_build_state
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
+from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult, chunk_columns
 from policyengine_us_data.calibration.cell_rules import household_values, is_count_variable
 from policyengine_us_data.calibration.constraints import RowGroup
 from policyengine_us_data.calibration.entity_clone import materialise_columns
@@ -31,7 +32,7 @@ NATIONAL, STATE, DISTRICT = 0, 1, 2
 
 @dataclass
 class ChunkEntries:
-    """The non-zero cells of one column range, plus what it took to compute them."""
+    """The non-zero cells of one set of columns, plus what it took to compute them."""
 
     rows: np.ndarray
     cols: np.ndarray
@@ -54,13 +55,12 @@ def simulation_request(inputs: BuildInputs, simulator: Simulator) -> SimulationR
     )
 
 
-def _column_geo_ids(inputs: BuildInputs, col_start: int, col_end: int) -> dict[int, np.ndarray]:
+def _column_geo_ids(inputs: BuildInputs, columns: np.ndarray) -> dict[int, np.ndarray]:
     geography = inputs.geography
-    n = col_end - col_start
     return {
-        NATIONAL: np.zeros(n, dtype=np.int64),
-        STATE: geography.state_fips[col_start:col_end].astype(np.int64),
-        DISTRICT: geography.cd_geoid[col_start:col_end].astype(np.int64),
+        NATIONAL: np.zeros(len(columns), dtype=np.int64),
+        STATE: geography.state_fips[columns].astype(np.int64),
+        DISTRICT: geography.cd_geoid[columns].astype(np.int64),
     }
 
 
@@ -101,16 +101,16 @@ class NonFiniteCellError(ValueError):
     retryable = False
 
 
-def check_finite(group: RowGroup, values: np.ndarray, inputs: BuildInputs, col_start: int,
+def check_finite(group: RowGroup, values: np.ndarray, inputs: BuildInputs, columns: np.ndarray,
                  chunk_id: int | None) -> None:
     """Raise NonFiniteCellError naming the chunk, the first bad column's household and the variable."""
     bad = np.flatnonzero(~np.isfinite(values))
     if not len(bad):
         return
-    column = col_start + int(bad[0])
+    column = int(columns[bad[0]])
     clone, record = divmod(column, inputs.n_records)
     household_id = np.asarray(inputs.data.arrays["household_id"])[record].item()
-    where = f"chunk {chunk_id}" if chunk_id is not None else f"columns {col_start}-{col_start + len(values) - 1}"
+    where = f"chunk {chunk_id}" if chunk_id is not None else f"{len(columns)} columns"
     domain = "[" + ",".join(c.label for c in group.domain) + "]" if group.domain else ""
     reform = f" (reform row of {group.variable})" if group.reform_id else ""
     raise NonFiniteCellError(
@@ -119,33 +119,32 @@ def check_finite(group: RowGroup, values: np.ndarray, inputs: BuildInputs, col_s
         f"household's inputs, or the simulator's formula for {group.variable}")
 
 
-def compute_entries(
-    inputs: BuildInputs, col_start: int, col_end: int, simulator: Simulator | None = None,
-    chunk_id: int | None = None,
-) -> ChunkEntries:
-    """Simulate the columns [col_start, col_end) and return their non-zero cells (global columns).
+def compute_entries(inputs: BuildInputs, columns: np.ndarray, simulator: Simulator | None = None,
+                    chunk_id: int | None = None) -> ChunkEntries:
+    """Simulate the given global columns and return their non-zero cells (global columns).
 
-    A NaN or infinite cell raises NonFiniteCellError (naming `chunk_id` when given) instead of reaching a shard.
+    Every cell depends on its column alone (take-up draws are keyed by column), so any set of
+    columns gives the same cells for the columns it shares with another. A NaN or infinite cell
+    raises NonFiniteCellError (naming `chunk_id` when given) instead of reaching a shard.
     """
+    columns = np.asarray(columns, dtype=np.int64)
     simulator = simulator or get_simulator(inputs.simulator)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    data = materialise_columns(
-        inputs.data, inputs.geography, col_start, col_end, rerandomize_takeup=inputs.rerandomize_takeup
-    )
+    data = materialise_columns(inputs.data, inputs.geography, columns, rerandomize_takeup=inputs.rerandomize_takeup)
     timings["materialise"] = time.perf_counter() - t
     t = time.perf_counter()
     out = simulator.compute(data, simulation_request(inputs, simulator))
     timings["simulate"] = time.perf_counter() - t
     t = time.perf_counter()
-    column_geo = _column_geo_ids(inputs, col_start, col_end)
+    column_geo = _column_geo_ids(inputs, columns)
     parts = []
     for g in inputs.cache.groups:
         values = household_values(g, data, out, simulator.entity_of)
-        check_finite(g, values, inputs, col_start, chunk_id)
+        check_finite(g, values, inputs, columns, chunk_id)
         parts.append(group_entries(g, values, inputs.cache, column_geo))
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-    cols = np.concatenate([p[1] for p in parts]) + col_start if parts else np.zeros(0, dtype=np.int64)
+    cols = columns[np.concatenate([p[1] for p in parts])] if parts else np.zeros(0, dtype=np.int64)
     vals = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
     timings["emit"] = time.perf_counter() - t
     return ChunkEntries(rows, cols, vals, data.n_households, data.n_persons, timings)
@@ -160,7 +159,8 @@ def run_chunk(plan: ChunkPlan, state_dir: str) -> ChunkResult:
     """Compute one chunk and write its shard atomically; return a small result record."""
     started = time.time()
     inputs = load_build_state(state_dir)
-    entries = compute_entries(inputs, plan.col_start, plan.col_end, chunk_id=plan.chunk_id)
+    columns = chunk_columns(plan.kind, inputs.geography.state_fips, plan.col_start, plan.col_end)
+    entries = compute_entries(inputs, columns, chunk_id=plan.chunk_id)
     crash_point("kernel-simulated")
     t = time.perf_counter()
     header = write_shard(
@@ -174,6 +174,7 @@ def run_chunk(plan: ChunkPlan, state_dir: str) -> ChunkResult:
         n_rows=inputs.n_rows,
         n_cols=inputs.n_columns,
         lineage_signature=plan.lineage_signature,
+        columns=columns,
     )
     entries.timings["write"] = time.perf_counter() - t
     finished = time.time()
@@ -203,4 +204,4 @@ def warm_up(state_dir: str) -> None:
     inputs = load_build_state(state_dir)
     n = min(inputs.n_columns, 2)
     if n:
-        compute_entries(inputs, 0, n)
+        compute_entries(inputs, np.arange(n))

@@ -16,25 +16,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from policyengine_us_data.calibration import (
     cell_rules,
     chunk_kernel,
+    chunk_plan,
     constraints,
     entity_clone,
     simulator,
     spm_thresholds,
     takeup,
 )
-from policyengine_us_data.calibration.build_state import read_state_meta
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult, partition_columns
-from policyengine_us_data.calibration.csr_stream import assemble_csr, assemble_csr_out_of_core
+from policyengine_us_data.calibration.build_state import GEOGRAPHY_FILE, read_state_meta
+from policyengine_us_data.calibration.chunk_plan import (
+    DEFAULT_PLAN_KIND,
+    ChunkPlan,
+    ChunkResult,
+    check_plan_kind,
+    chunk_columns,
+    partition_plan,
+)
+from policyengine_us_data.calibration.csr_stream import assemble_csr, assemble_csr_out_of_core, check_column_cover
+from policyengine_us_data.calibration.geography import CloneGeography
 from policyengine_us_data.calibration.lineage import ChunkManifest, build_lineage, lineage_signature, source_hash
-from policyengine_us_data.calibration.shards import shard_path, verify_shard
+from policyengine_us_data.calibration.shards import read_shard_header, shard_path, verify_shard
 from policyengine_us_data.errors import ArtifactError, InputError, ManifestError
 
 LOG = logging.getLogger(__name__)
 MANIFEST_FILE = "chunk_manifest.json"
-KERNEL_MODULES = (cell_rules, chunk_kernel, constraints, entity_clone, simulator, spm_thresholds, takeup)
+KERNEL_MODULES = (cell_rules, chunk_kernel, chunk_plan, constraints, entity_clone, simulator, spm_thresholds, takeup)
 
 
 class ChunkBuildError(RuntimeError):
@@ -73,6 +84,7 @@ class ChunkedMatrixAssembler:
         chunk_dir: str | os.PathLike,
         *,
         chunk_size: int = 25_000,
+        chunk_plan: str = DEFAULT_PLAN_KIND,
         dispatcher=None,
         resume: bool = True,
         deep_verify: bool = True,
@@ -84,6 +96,8 @@ class ChunkedMatrixAssembler:
         self.state_dir = Path(state_dir)
         self.chunk_dir = Path(chunk_dir)
         self.chunk_size = int(chunk_size)
+        self.chunk_plan = check_plan_kind(chunk_plan)
+        self._state_fips: np.ndarray | None = None
         self.meta = read_state_meta(self.state_dir)
         self.dispatcher = dispatcher
         self.resume = resume
@@ -117,17 +131,43 @@ class ChunkedMatrixAssembler:
             n_records=meta["n_records"],
             n_clones=meta["n_clones"],
             chunk_size=self.chunk_size,
+            chunk_plan=self.chunk_plan,
             rerandomize_takeup=meta["rerandomize_takeup"],
             kernel_version=kernel_version(),
             extra={"simulator": meta["simulator"]},
         )
 
+    @property
+    def state_fips(self) -> np.ndarray:
+        """Each column's state (read once from the state's geography): what the chunk plan follows."""
+        if self._state_fips is None:
+            geography = CloneGeography.load(self.state_dir / GEOGRAPHY_FILE)
+            if geography.n_columns != self.n_columns:
+                raise InputError(f"the build state's geography has {geography.n_columns} columns, its metadata "
+                                 f"{self.n_columns}: rerun the `constraints` step")
+            self._state_fips = geography.state_fips
+        return self._state_fips
+
     def plans(self) -> list[ChunkPlan]:
-        """Contiguous chunks over every column; the last one may be partial."""
+        """The chunks of this build's plan kind, covering every column exactly once."""
         return [
-            ChunkPlan(cid, start, end, str(shard_path(self.chunk_dir, cid)), self.signature)
-            for cid, start, end in partition_columns(self.n_columns, self.chunk_size)
+            ChunkPlan(cid, start, end, str(shard_path(self.chunk_dir, cid)), self.signature, self.chunk_plan)
+            for cid, start, end in partition_plan(self.chunk_plan, self.state_fips, self.chunk_size)
         ]
+
+    def columns(self, chunk: ChunkPlan) -> np.ndarray:
+        """The chunk's global columns, ascending."""
+        return chunk_columns(chunk.kind, self.state_fips, chunk.col_start, chunk.col_end)
+
+    def prove_cover(self) -> int:
+        """Read every planned shard's column set and prove each column is covered exactly once.
+
+        Returns the number of columns; raises ShardError naming a shard that repeats another's
+        columns, or the columns no shard covers.
+        """
+        headers = [read_shard_header(chunk.shard_path) for chunk in self.plans()]
+        check_column_cover(headers, self.n_columns, complete=True)
+        return self.n_columns
 
     def open_manifest(self) -> ChunkManifest:
         """The manifest for this lineage: refuses stale shards on resume, starts fresh otherwise."""
@@ -165,6 +205,7 @@ class ChunkedMatrixAssembler:
                 lineage_signature=self.signature,
                 deep=self.deep_verify,
                 expect_chunk=(chunk.chunk_id, chunk.col_start, chunk.col_end),
+                expect_columns=self.columns(chunk),
             )
         except ArtifactError as exc:
             return exc.defect

@@ -9,8 +9,11 @@ final matrix at peak. Here, two passes:
    index dtype and would otherwise copy).
 2. Each shard is read member by member (rows, cols, vals: one at a time) and scattered:
    every row's run of entries goes to that row's next free slot, with positions computed
-   vectorised from a per-row cursor. Shards are taken in column order and their column ranges
-   are disjoint, so every row's indices come out sorted and the result is canonical.
+   vectorised from a per-row cursor. Shards whose column sets are disjoint and ordered (the
+   contiguous plan) fill every row in column order, so the result is canonical as it stands.
+   Shards whose column sets interleave (the state-major plan) leave each row as a few sorted
+   runs, one per shard; a stable sort of each row then merges them (timsort exploits the
+   runs), giving the same arrays.
 
 The peak is the final CSR plus about one shard member and one position array. The out-of-core
 variant writes `data.npy`, `indices.npy` and `indptr.npy` through memory maps and releases
@@ -40,6 +43,7 @@ from policyengine_us_data.utils.crash_points import crash_point
 PARTS = ("data.npy", "indices.npy", "indptr.npy")
 META_NAME = "csr.json"
 ShardLike = str | os.PathLike | ShardHeader
+_RELEASE_EVERY = 1 << 24  # entries sorted between page releases in the out-of-core assembly
 
 
 def index_dtype(nnz: int, n_rows: int, n_cols: int) -> np.dtype:
@@ -47,32 +51,79 @@ def index_dtype(nnz: int, n_rows: int, n_cols: int) -> np.dtype:
     return np.dtype(np.int32 if max(nnz, n_rows, n_cols) < INT32_LIMIT else np.int64)
 
 
-def plan_assembly(shards: Sequence[ShardLike], n_rows: int, n_cols: int, *, complete: bool = True):
-    """Pass 1: headers in column order and `indptr`, checking shapes and column coverage.
+def check_column_cover(headers: Sequence[ShardHeader], n_cols: int, *, complete: bool = True) -> None:
+    """Prove the shards' column sets are disjoint and, with `complete`, cover every column of [0, n_cols).
 
-    Raises ShardError for a shard of another shape, overlapping ranges, or (with `complete`)
+    Raises ShardError naming the first shard that repeats another's columns, or the columns no
+    shard covers. Reads only the headers' `columns`; memory is 4 bytes per matrix column.
+    """
+    owner = np.full(n_cols, -1, dtype=np.int32)
+    for i, h in enumerate(headers):
+        taken = owner[h.columns]
+        clash = taken >= 0
+        if clash.any():
+            other = headers[int(taken[clash][0])]
+            raise ShardError(h.path, f"{int(clash.sum())} of its columns (first {int(h.columns[clash][0])}) are also "
+                             f"in chunk {other.chunk_id} ({other.path}): a column must be covered exactly once")
+        owner[h.columns] = i
+    if complete:
+        missing = np.flatnonzero(owner < 0)
+        if missing.size:
+            where = headers[-1].path if headers else "<no shards>"
+            raise ShardError(where, f"no shard covers {missing.size} column(s), first {missing[:5].tolist()}")
+
+
+def _first_column(h: ShardHeader) -> int:
+    return int(h.columns[0]) if h.columns.size else h.col_start
+
+
+def columns_ordered(headers: Sequence[ShardHeader]) -> bool:
+    """True when each shard's columns all come before the next one's (contiguous ranges in order)."""
+    last = -1
+    for h in headers:
+        if h.columns.size:
+            if int(h.columns[0]) <= last:
+                return False
+            last = int(h.columns[-1])
+    return True
+
+
+def plan_assembly(shards: Sequence[ShardLike], n_rows: int, n_cols: int, *, complete: bool = True):
+    """Pass 1: headers by first column and `indptr`, checking shapes and that columns are covered once.
+
+    Raises ShardError for a shard of another shape, columns in two shards, or (with `complete`)
     columns no shard covers.
     """
     headers = [s if isinstance(s, ShardHeader) else read_shard_header(s) for s in shards]
-    headers.sort(key=lambda h: (h.col_start, h.col_end))
+    headers.sort(key=lambda h: (_first_column(h), h.chunk_id))
     counts = np.zeros(n_rows, dtype=np.int64)
-    covered = 0
     for h in headers:
         if (h.n_rows, h.n_cols) != (n_rows, n_cols):
             raise ShardError(h.path, f"shard is for a {h.n_rows} x {h.n_cols} matrix, assembling {n_rows} x {n_cols}")
-        if h.col_start < covered:
-            raise ShardError(h.path, f"columns [{h.col_start}, {h.col_end}) overlap another shard's (up to {covered})")
-        if complete and h.col_start > covered:
-            raise ShardError(h.path, f"no shard covers columns [{covered}, {h.col_start})")
         counts += h.row_counts
-        covered = h.col_end
-    if complete and covered != n_cols:
-        where = headers[-1].path if headers else "<no shards>"
-        raise ShardError(where, f"no shard covers columns [{covered}, {n_cols})")
+    check_column_cover(headers, n_cols, complete=complete)
     nnz = int(counts.sum())
     indptr = np.zeros(n_rows + 1, dtype=index_dtype(nnz, n_rows, n_cols))
     np.cumsum(counts, out=indptr[1:])
     return headers, indptr
+
+
+def sort_rows(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, release: Callable[[str], None] = lambda name: None
+) -> None:
+    """Sort every row's entries by column in place (stable; each row is a few sorted runs)."""
+    done = 0
+    for row in np.flatnonzero(np.diff(indptr) > 1):
+        start, end = int(indptr[row]), int(indptr[row + 1])
+        segment = np.asarray(indices[start:end])
+        order = np.argsort(segment, kind="stable")
+        indices[start:end] = segment[order]
+        data[start:end] = np.asarray(data[start:end])[order]
+        done += end - start
+        if done >= _RELEASE_EVERY:
+            release("indices")
+            release("data")
+            done = 0
 
 
 def _destinations(row_counts: np.ndarray, cursor: np.ndarray) -> np.ndarray:
@@ -141,6 +192,8 @@ def assemble_csr(
         crash_point("assembly-midway")
     if not np.array_equal(cursor, indptr[1:]):
         raise AssertionError("assembly filled rows unevenly: a bug in csr_stream")
+    if not columns_ordered(headers):
+        sort_rows(indptr, indices, data)
     return _wrap(data, indices, indptr, n_rows, n_cols)
 
 
@@ -148,7 +201,7 @@ def _wrap(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_rows: int
     matrix = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols), copy=False)
     if not matrix.has_sorted_indices:
         raise AssertionError("assembled indices are not sorted: shards out of column order")
-    matrix.has_canonical_format = True  # disjoint column ranges and strictly sorted shards: no duplicates
+    matrix.has_canonical_format = True  # disjoint column sets and strictly sorted shards: no duplicates
     return matrix
 
 
@@ -178,7 +231,10 @@ class _MappedNpy:
         del self.array
         if self.map is not None:
             self.map.flush()
-            self.map.close()
+            try:
+                self.map.close()
+            except BufferError:  # an exception in flight still holds a view of it: freed with that exception
+                pass
         self.handle.close()
 
 
@@ -214,6 +270,8 @@ def assemble_csr_out_of_core(
             for header in headers:
                 _scatter(header, cursor, indices.array, data.array, lineage_signature, lambda n: maps[n].release())
                 crash_point("assembly-midway")
+            if not columns_ordered(headers):
+                sort_rows(indptr, indices.array, data.array, lambda n: maps[n].release())
         finally:
             data.close()
             indices.close()

@@ -1,4 +1,4 @@
-"""Materialise a chunk's subset dataset: the clone households of a column range.
+"""Materialise a chunk's subset dataset: the clone households of a set of columns.
 
 Column `c` is base record `c % n_records` under clone `c // n_records`. The subset holds those
 households (a base household may appear several times, once per clone), their persons and
@@ -36,25 +36,24 @@ CLONE_ENTITIES = {
 """Entities of the arrays written for a clone (so a chunk's entities never depend on array lengths)."""
 
 
-def column_records(col_start: int, col_end: int, n_records: int) -> tuple[np.ndarray, np.ndarray]:
-    """(record index, clone index) of every column in [col_start, col_end)."""
-    cols = np.arange(col_start, col_end, dtype=np.int64)
+def column_records(columns: np.ndarray, n_records: int) -> tuple[np.ndarray, np.ndarray]:
+    """(record index, clone index) of every global column."""
+    cols = np.asarray(columns, dtype=np.int64)
     return cols % n_records, cols // n_records
 
 
 def materialise_columns(
     base: HouseholdData,
     geography: CloneGeography,
-    col_start: int,
-    col_end: int,
+    columns: np.ndarray,
     *,
     rerandomize_takeup: bool = False,
 ) -> HouseholdData:
-    """The chunk's households, one per column in order, under each column's clone geography."""
-    records, clones = column_records(col_start, col_end, base.n_households)
+    """The chunk's households, one per column in the given order, under each column's clone geography."""
+    cols = np.asarray(columns, dtype=np.int64)
+    records, clones = column_records(cols, base.n_households)
     subset = select_households(base, records)
     arrays = dict(subset.arrays)
-    cols = slice(col_start, col_end)
     arrays["state_fips"] = geography.state_fips[cols].astype(np.int32)
     arrays["congressional_district_geoid"] = geography.cd_geoid[cols].astype(np.int32)
     arrays["household_weight"] = np.ones(len(records), dtype=np.float64)

@@ -62,11 +62,16 @@ def build_lineage(
     n_records: int,
     n_clones: int,
     chunk_size: int,
+    chunk_plan: str,
     rerandomize_takeup: bool,
     kernel_version: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything a shard's content depends on, as a JSON-ready dict."""
+    """Everything a shard's content depends on, as a JSON-ready dict.
+
+    `chunk_plan` is the plan kind (`chunk_plan.PLAN_KINDS`): with `chunk_size` and the geography
+    it fixes which columns each chunk holds.
+    """
     lineage = {
         "lineage_version": LINEAGE_VERSION,
         "dataset_sha256": str(dataset_sha256),
@@ -78,6 +83,7 @@ def build_lineage(
         "n_clones": int(n_clones),
         "n_columns": int(n_records) * int(n_clones),
         "chunk_size": int(chunk_size),
+        "chunk_plan": str(chunk_plan),
         "rerandomize_takeup": bool(rerandomize_takeup),
         "kernel_version": str(kernel_version),
         "policyengine_us_version": _package_version("policyengine-us"),

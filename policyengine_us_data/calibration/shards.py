@@ -1,14 +1,19 @@
 """Chunk shards: the one place they are written and read.
 
-A shard holds the non-zeros of one contiguous column range [col_start, col_end) of the
-calibration matrix, as an *uncompressed* `.npz` (compressed shards cost 3x in assembly and
-1-2 s each to write) with these members, in this order (the two small range members come before the
-big ones):
+A shard holds the non-zeros of one chunk: a set of global columns of the calibration matrix
+(the slice [col_start, col_end) of its chunk plan's column order; see `chunk_plan`), as an
+*uncompressed* `.npz` (compressed shards cost 3x in assembly and 1-2 s each to write) with these
+members, in this order (the small ones before the big ones):
 
-- `header`     uint8, UTF-8 JSON: format version, chunk id, column range, matrix shape, nnz,
+- `header`     uint8, UTF-8 JSON: format version, chunk id, its plan slice, matrix shape, nnz,
                dtypes, lineage signature, checksum. Small and first, so planning reads it fast.
 - `row_counts` int64[n_rows]: non-zeros per row. Pass 1 of the streaming assembly reads only
                this, so the final CSR can be preallocated exactly once.
+- `col_start`, `col_end`  int64[1]: the plan slice, as upstream's shards carry it (its callers
+               `np.load` a shard and read them); the header holds the same numbers.
+- `columns`    the chunk's global column indices, strictly increasing (col_end - col_start of
+               them, in the `cols` dtype): what the shard covers, so `verify` and the assembly
+               can prove every column is covered exactly once without trusting the plan.
 - `rows`       int32: row index (rows are targets: thousands, never near 2**31).
 - `cols`       global column index: int32 while the matrix has < 2**31 columns, else int64.
                int32 halves the index bytes and is what scipy keeps; int64 indices that fit
@@ -18,7 +23,7 @@ big ones):
                make assembly faster.
 
 Entries are sorted by (row, col) with no duplicates, which makes the assembly scatter fast.
-The checksum is xxh3_64 over the bytes of rows, cols, vals, row_counts in that order (6 GB/s,
+The checksum is xxh3_64 over the bytes of rows, cols, vals, row_counts, columns in that order (6 GB/s,
 against 1 GB/s for sha256). Files are written atomically; every defect on read raises
 `ShardError(path, defect)` and nothing else escapes.
 """
@@ -43,10 +48,10 @@ from policyengine_us_data.errors import ShardError
 from policyengine_us_data.utils.atomic import atomic_path
 
 FORMAT = "policyengine-us-data-shard"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the `columns` member (a chunk is a set of columns)
 CHECKSUM_ALGORITHM = "xxh3_64"
 INT32_LIMIT = 2**31
-_MEMBERS = ("header", "row_counts", "rows", "cols", "vals")
+_MEMBERS = ("header", "row_counts", "columns", "rows", "cols", "vals")
 _HEADER_KEYS = ("chunk_id", "col_start", "col_end", "n_rows", "n_cols", "nnz")
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _READ_ERRORS = (
@@ -69,6 +74,7 @@ def shard_dtypes(n_cols: int) -> dict[str, str]:
         "cols": col_dtype(n_cols).name,
         "vals": "float64",
         "row_counts": "int64",
+        "columns": col_dtype(n_cols).name,
         "header": "uint8",
     }
 
@@ -93,6 +99,7 @@ class ShardHeader:
     lineage_signature: str
     checksum: str
     row_counts: np.ndarray = field(repr=False)
+    columns: np.ndarray = field(repr=False)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -129,17 +136,49 @@ def _strictly_sorted(rows: np.ndarray, cols: np.ndarray) -> bool:
     return not np.any(same_row & (cols[1:] <= cols[:-1]))
 
 
-def _prepare(path, rows, cols, vals, col_start, col_end, n_rows, n_cols):
-    """Cast to the shard dtypes, check ranges, sort by (row, col); ValueError on bad input."""
+def columns_problem(columns: np.ndarray, n_cols: int, n_expected: int) -> str:
+    """What is wrong with a chunk's column set, or "" (strictly increasing, inside [0, n_cols))."""
+    if columns.ndim != 1 or columns.size != n_expected:
+        return f"holds {columns.size} columns, its plan slice has {n_expected}"
+    if columns.size and (columns[0] < 0 or columns[-1] >= n_cols):
+        return f"a column lies outside [0, {n_cols})"
+    if columns.size > 1 and np.any(columns[1:] <= columns[:-1]):
+        return "columns are not strictly increasing"
+    return ""
+
+
+def outside_columns(cols: np.ndarray, columns: np.ndarray) -> bool:
+    """True if any entry's column is not one of the chunk's (strictly increasing) `columns`."""
+    if not cols.size:
+        return False
+    if not columns.size:
+        return True
+    low, high = int(columns[0]), int(columns[-1])
+    if cols.min() < low or cols.max() > high:
+        return True
+    if high - low + 1 == columns.size:  # a contiguous range: the bounds say it all
+        return False
+    member = np.zeros(high - low + 1, dtype=bool)
+    member[columns - low] = True
+    return not bool(member[cols - low].all())
+
+
+def _prepare(path, rows, cols, vals, columns, col_start, col_end, n_rows, n_cols):
+    """Cast to the shard dtypes, check ranges and columns, sort by (row, col); ValueError on bad input."""
     if not (0 <= n_rows < INT32_LIMIT) or not (0 <= col_start <= col_end <= n_cols):
         raise ValueError(f"{path}: bad shape/range n_rows={n_rows} n_cols={n_cols} [{col_start}, {col_end})")
+    columns = np.arange(col_start, col_end) if columns is None else np.asarray(columns).ravel()
+    problem = columns_problem(columns, n_cols, col_end - col_start)
+    if problem:
+        raise ValueError(f"{path}: the chunk's columns are bad: {problem}")
     rows, cols, vals = (np.asarray(a).ravel() for a in (rows, cols, vals))
     if not rows.size == cols.size == vals.size:
         raise ValueError(f"{path}: rows, cols, vals lengths differ ({rows.size}, {cols.size}, {vals.size})")
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):  # checked before the casts, which could wrap
         raise ValueError(f"{path}: row index outside [0, {n_rows})")
-    if cols.size and (cols.min() < col_start or cols.max() >= col_end):
-        raise ValueError(f"{path}: column index outside the chunk's range [{col_start}, {col_end})")
+    if outside_columns(cols, columns):
+        raise ValueError(f"{path}: column index outside the chunk's columns")
+    columns = columns.astype(col_dtype(n_cols), copy=False)
     rows = rows.astype(np.int32, copy=False)
     cols = cols.astype(col_dtype(n_cols), copy=False)
     vals = vals.astype(np.float64, copy=False)
@@ -148,7 +187,7 @@ def _prepare(path, rows, cols, vals, col_start, col_end, n_rows, n_cols):
         rows, cols, vals = rows[order], cols[order], vals[order]
         if not _strictly_sorted(rows, cols):
             raise ValueError(f"{path}: duplicate (row, col) entries; sum them before writing")
-    return rows, cols, vals
+    return rows, cols, vals, columns
 
 
 def write_shard(
@@ -163,13 +202,18 @@ def write_shard(
     n_rows: int,
     n_cols: int,
     lineage_signature: str,
+    columns: np.ndarray | None = None,
 ) -> ShardHeader:
     """Write one shard atomically (sorting entries by (row, col) if needed) and return its header.
 
-    Bad input (indices out of range, duplicate cells, length mismatch) raises ValueError: it is
-    a bug in the caller, and nothing is written.
+    `columns` are the chunk's global columns (strictly increasing, col_end - col_start of them);
+    None means the range [col_start, col_end) itself. Bad input (indices out of range or outside
+    the columns, duplicate cells, length mismatch) raises ValueError: it is a bug in the caller,
+    and nothing is written.
     """
-    rows, cols, vals = _prepare(path, rows, cols, vals, int(col_start), int(col_end), int(n_rows), int(n_cols))
+    rows, cols, vals, columns = _prepare(
+        path, rows, cols, vals, columns, int(col_start), int(col_end), int(n_rows), int(n_cols)
+    )
     row_counts = np.bincount(rows, minlength=n_rows).astype(np.int64, copy=False)
     meta = {
         "format": FORMAT,
@@ -183,17 +227,17 @@ def write_shard(
         "dtypes": shard_dtypes(int(n_cols)),
         "lineage_signature": str(lineage_signature),
         "checksum_algorithm": CHECKSUM_ALGORITHM,
-        "checksum": _checksum(rows, cols, vals, row_counts),
+        "checksum": _checksum(rows, cols, vals, row_counts, columns),
     }
     header = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
             np.savez(handle, header=header, row_counts=row_counts, col_start=np.array([col_start], np.int64),
-                     col_end=np.array([col_end], np.int64), rows=rows, cols=cols, vals=vals)
-    return _header_from_meta(str(path), meta, row_counts)
+                     col_end=np.array([col_end], np.int64), columns=columns, rows=rows, cols=cols, vals=vals)
+    return _header_from_meta(str(path), meta, row_counts, columns)
 
 
-def _header_from_meta(path: str, meta: Any, row_counts: np.ndarray) -> ShardHeader:
+def _header_from_meta(path: str, meta: Any, row_counts: np.ndarray, columns: np.ndarray) -> ShardHeader:
     """Validate the header JSON against itself and the row counts."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ShardError(path, "header is not a shard header")
@@ -216,10 +260,14 @@ def _header_from_meta(path: str, meta: Any, row_counts: np.ndarray) -> ShardHead
         raise ShardError(path, f"row_counts are negative or do not sum to nnz={values['nnz']}")
     if not n_rows and values["nnz"]:
         raise ShardError(path, "a shard with no rows claims non-zeros")
+    problem = columns_problem(columns, n_cols, values["col_end"] - values["col_start"])
+    if problem:
+        raise ShardError(path, f"member 'columns' {problem}")
     row_counts.flags.writeable = False
+    columns.flags.writeable = False
     return ShardHeader(
         path=path, dtypes=dict(meta["dtypes"]), lineage_signature=meta["lineage_signature"],
-        checksum=meta["checksum"], row_counts=row_counts, **values,
+        checksum=meta["checksum"], row_counts=row_counts, columns=columns, **values,
     )  # fmt: skip
 
 
@@ -267,7 +315,12 @@ class _ShardFile:
                 self._info(name)
             row_counts = _small_member(self.archive, "row_counts", "int64")
             raw = _small_member(self.archive, "header", "uint8").tobytes()
-            self.header = _header_from_meta(self.path, json.loads(raw.decode("utf-8")), row_counts)
+            meta = json.loads(raw.decode("utf-8"))
+            n_cols = meta.get("n_cols") if isinstance(meta, dict) else None
+            if type(n_cols) is not int or n_cols < 0:
+                raise ShardError(self.path, "header field n_cols missing or not a non-negative integer")
+            columns = _small_member(self.archive, "columns", col_dtype(n_cols).name)
+            self.header = _header_from_meta(self.path, meta, row_counts, columns)
         except BaseException:
             self.handle.close()
             raise
@@ -333,13 +386,19 @@ def _check_lineage(header: ShardHeader, lineage_signature: str | None) -> None:
         )
 
 
-def _check_chunk(header: ShardHeader, expect_chunk: tuple[int, int, int] | None) -> None:
-    if expect_chunk is None:
-        return
-    found = (header.chunk_id, header.col_start, header.col_end)
-    if found != tuple(int(v) for v in expect_chunk):
-        raise ShardError(header.path, f"wrong chunk: holds chunk {found[0]} [{found[1]}, {found[2]}), expected "
-                         f"chunk {expect_chunk[0]} [{expect_chunk[1]}, {expect_chunk[2]})")  # fmt: skip
+def _check_chunk(
+    header: ShardHeader, expect_chunk: tuple[int, int, int] | None, expect_columns: np.ndarray | None
+) -> None:
+    if expect_chunk is not None:
+        found = (header.chunk_id, header.col_start, header.col_end)
+        if found != tuple(int(v) for v in expect_chunk):
+            raise ShardError(header.path, f"wrong chunk: holds chunk {found[0]} [{found[1]}, {found[2]}), expected "
+                             f"chunk {expect_chunk[0]} [{expect_chunk[1]}, {expect_chunk[2]})")  # fmt: skip
+    if expect_columns is not None and not np.array_equal(header.columns, expect_columns):
+        extra = np.setdiff1d(header.columns, expect_columns)
+        missing = np.setdiff1d(expect_columns, header.columns)
+        raise ShardError(header.path, f"wrong columns for chunk {header.chunk_id}: {extra.size} not in its plan "
+                         f"{extra[:5].tolist()}, {missing.size} of its planned columns missing {missing[:5].tolist()}")
 
 
 class ShardReader:
@@ -389,11 +448,11 @@ class ShardReader:
         return rows
 
     def cols(self) -> np.ndarray:
-        """Column indices, checked inside the chunk's range and increasing within each row."""
+        """Column indices, checked to be the chunk's columns and increasing within each row."""
         cols = self._next("cols", 1)
         h = self.header
-        if cols.size and (cols.min() < h.col_start or cols.max() >= h.col_end):
-            raise ShardError(self.path, f"column index outside the chunk's range [{h.col_start}, {h.col_end})")
+        if outside_columns(cols, h.columns):
+            raise ShardError(self.path, "column index outside the chunk's columns")
         if cols.size > 1:
             bad = cols[1:] <= cols[:-1]
             row_starts = np.cumsum(h.row_counts)[:-1]
@@ -412,6 +471,7 @@ class ShardReader:
         if self._step != 3:
             raise RuntimeError("finish after reading rows, cols and vals")
         self._hasher.update(memoryview(np.ascontiguousarray(self.header.row_counts)).cast("B"))
+        self._hasher.update(memoryview(np.ascontiguousarray(self.header.columns)).cast("B"))
         if self._hasher.hexdigest() != self.header.checksum:
             raise ShardError(self.path, f"wrong checksum: content hashes to {self._hasher.hexdigest()}, "
                              f"header says {self.header.checksum}")  # fmt: skip
@@ -443,11 +503,13 @@ def verify_shard(
     lineage_signature: str | None,
     deep: bool = True,
     expect_chunk: tuple[int, int, int] | None = None,
+    expect_columns: np.ndarray | None = None,
 ) -> ShardHeader:
     """Raise ShardError unless the shard is sound and belongs to this run; return its header.
 
-    Shallow: header, member layout and sizes, lineage, chunk range (milliseconds, for resume
-    planning). Deep: also reads everything and checks ranges, order and the checksum.
+    Shallow: header, member layout and sizes, lineage, chunk id and plan slice, column set
+    (milliseconds, for resume planning). Deep: also reads everything and checks ranges, order
+    and the checksum.
     """
     if deep:
         header = read_shard(path, lineage_signature=lineage_signature).header
@@ -464,6 +526,6 @@ def verify_shard(
 
         header = _guarded(path, "checking the shard layout", body)
         _check_lineage(header, lineage_signature)
-    _check_chunk(header, expect_chunk)
+    _check_chunk(header, expect_chunk, expect_columns)
     return header
 

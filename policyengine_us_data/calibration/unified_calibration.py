@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError
 from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR
 from policyengine_us_data.errors import ArtifactError, InputError
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--chunked-matrix", action=argparse.BooleanOptionalAction, default=False,
                        help="build in column chunks")
     build.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    build.add_argument("--chunk-plan", choices=PLAN_KINDS, default=DEFAULT_PLAN_KIND,
+                       help="'state': each chunk's columns share a state (or a few small states), several times "
+                            "cheaper to simulate; 'contiguous': upstream's column ranges; same matrix "
+                            "(default %(default)s)")
     build.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=False,
                        help="fan chunks out over Modal (only with --chunked-matrix)")
     build.add_argument("--num-matrix-workers", type=int, default=50)
@@ -102,14 +107,27 @@ def print_plan(args: argparse.Namespace) -> int:
         raise InputError(f"no finished chunks recorded in {args.chunk_dir}: build some first")
     columns = sum(r.col_end - r.col_start for r in records)
     seconds_per_column = sum(r.seconds for r in records) / columns
-    per_chunk = seconds_per_column * args.chunk_size
-    n_chunks = -(-(manifest.lineage["n_records"] * args.n_clones) // args.chunk_size)
+    kind = str(manifest.lineage.get("chunk_plan", "contiguous"))
+    n_columns = manifest.lineage["n_records"] * args.n_clones
+    n_chunks = planned_chunks(kind, manifest.lineage["n_records"], args.n_clones, args.chunk_size)
+    per_chunk = seconds_per_column * n_columns / n_chunks
     rss_gb = _peak_rss_gb(chunks)
     plan = plan_production(per_chunk, rss_gb, n_chunks=n_chunks, workers=args.num_matrix_workers)
-    print(f"measured: {len(records)} chunks, {columns} columns, {seconds_per_column * 1000:.2f} ms per column "
-          f"(scaled linearly to {args.chunk_size} columns: an upper bound, the fixed cost is paid once per chunk)")
+    print(f"measured: {len(records)} chunks ({kind} plan), {columns} columns, {seconds_per_column * 1000:.2f} ms per "
+          f"column (scaled linearly to {n_columns / n_chunks:.0f} columns per chunk: an upper bound, the fixed cost "
+          "is paid once per chunk)")
     print(format_plan(plan))
     return 0
+
+
+def planned_chunks(kind: str, n_records: int, n_clones: int, chunk_size: int) -> int:
+    """How many chunks the plan kind makes of n_records x n_clones columns (state: on a fresh geography)."""
+    from policyengine_us_data.calibration.chunk_plan import partition_plan
+    from policyengine_us_data.calibration.geography import assign_geography
+
+    if kind == "contiguous":
+        return -(-(n_records * n_clones) // chunk_size)
+    return len(partition_plan(kind, assign_geography(n_records, n_clones, seed=0).state_fips, chunk_size))
 
 
 def _peak_rss_gb(chunk_dir: Path) -> float:
@@ -173,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_dir = shard_dir(args, job.builder.work_dir)
         where = {"shard_dir": args.chunk_dir} if args.parallel else {"chunk_dir": args.chunk_dir}
         targets_df, matrix, names = job.builder.build_matrix_chunked(
-            job.geography, target_filter=None, chunk_size=args.chunk_size, **where,
+            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_plan=args.chunk_plan, **where,
             keep_chunks=True, resume_chunks=args.resume_chunks,
             rerandomize_takeup=not args.skip_takeup_rerandomize, dispatcher=dispatcher, progress=True,
         )

@@ -139,7 +139,7 @@ class UnifiedMatrixBuilder:
         the columns are simulated from the dataset under each clone's geography instead."""
         state_dir = self.prepare_state(geography, target_filter, rerandomize_takeup)
         inputs = load_build_state(state_dir)
-        entries = compute_entries(inputs, 0, inputs.n_columns)
+        entries = compute_entries(inputs, np.arange(inputs.n_columns))
         matrix = reference_csr(entries.rows, entries.cols, entries.vals, (inputs.n_rows, inputs.n_columns))
         return targets_frame(inputs.targets), matrix, [row.name for row in inputs.targets.rows]
 
@@ -160,13 +160,16 @@ class UnifiedMatrixBuilder:
         dispatcher=None,
         progress: bool = False,
         shard_dir: str | None = None,
+        chunk_plan: str = "contiguous",
     ):
         """Chunked build through ChunkedMatrixAssembler; same return as build_matrix().
 
         Shards go to `shard_dir` if given (ours: where a Modal run's workers write them), else
         `chunk_dir/coo/`, else the work directory. Resuming refuses, as upstream does, shards of another
         lineage ("Chunk cache lineage mismatch") and a shard covering other columns than planned
-        ("covers cols"); both are ValueErrors.
+        ("covers cols"); both are ValueErrors. `chunk_plan` (ours, not upstream's): "contiguous" (default here,
+        so upstream's callers see upstream's shard ranges and counts) or "state", which groups each chunk's
+        columns by state and costs a fraction of the simulation (the CLIs' default); the matrix is the same.
         """
         state_dir = self.prepare_state(geography, target_filter, rerandomize_takeup)
         kept = bool(keep_chunks or chunk_dir or shard_dir)
@@ -179,7 +182,8 @@ class UnifiedMatrixBuilder:
 
             dispatcher = ModalChunkDispatcher(num_workers=num_matrix_workers, run_id=run_id)
         assembler = ChunkedMatrixAssembler(
-            state_dir, shards, chunk_size=chunk_size, dispatcher=dispatcher, resume=resume_chunks, progress=progress
+            state_dir, shards, chunk_size=chunk_size, chunk_plan=chunk_plan, dispatcher=dispatcher,
+            resume=resume_chunks, progress=progress,
         )
         if resume_chunks:
             assembler.open_manifest()

@@ -248,7 +248,7 @@ def verify_markdown(summary: Mapping[str, Any]) -> str:
     damaged = _damaged(summary)
     lines = ["# Shard verification", "",
              f"Checked {checked} chunk(s), {mode}.",
-             "All shards are present, intact and from this build." if not damaged
+             "All shards are present, intact and from this build." + _cover_sentence(summary) if not damaged
              else f"{len(damaged)} chunk(s) failed verification and must be recomputed (rerun from `dispatch`).", ""]
     if damaged:
         lines += ["| Chunk | Shard | Defect |", "|---:|---|---|"]
@@ -257,6 +257,14 @@ def verify_markdown(summary: Mapping[str, Any]) -> str:
             lines.append(f"| {chunk} | `{d['path']}` | {_cell(d['defect'])} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cover_sentence(summary: Mapping[str, Any]) -> str:
+    covered = summary.get("columns_covered_once")
+    plan = summary.get("chunk_plan")
+    if not covered:
+        return ""
+    return f" Their column sets cover each of the {covered:,} columns exactly once ({plan} chunk plan)."
 
 
 def _cell(text: Any) -> str:

@@ -36,7 +36,7 @@ CRASH_CALLERS = ("policyengine_us_data.calibration.chunk_kernel", "policyengine_
 
 def toy_args(run_dir: Path, db: Path, *extra: str, workers: int = 1, to: str = "assemble",
              simulator: str = TOY_SIM) -> list[str]:
-    """Command-line arguments of a small toy build (5 chunks of 25 columns, 30 target rows)."""
+    """Command-line arguments of a small toy build (chunks of at most 25 columns, 30 target rows)."""
     return ["--run-dir", str(run_dir), "--to", to, *TOY_FLAGS, "--workers", str(workers), "--db", str(db),
             "--simulator", simulator, *extra]
 

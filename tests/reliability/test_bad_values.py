@@ -211,7 +211,8 @@ def test_a_cell_that_cannot_be_computed_fails_naming_chunk_household_and_variabl
     run_dir = tmp_path / "run"
     capsys.readouterr()
     NanToySimulator.calls = 0
-    code = main_in_process(toy_args(run_dir, toy_db, simulator=NanToySimulator.name))
+    # the contiguous plan, so chunk 0's 8th household is column 7 (base household 7, clone 0)
+    code = main_in_process(toy_args(run_dir, toy_db, "--chunk-plan", "contiguous", simulator=NanToySimulator.name))
     captured = capsys.readouterr()
     text = captured.err + captured.out
     assert code == 1, text

@@ -8,6 +8,9 @@ One toy build per module is the reference. Each shard-damage case works on a cop
 
 from __future__ import annotations
 
+import argparse
+
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +22,7 @@ from commands.layout import RunLayout
 from commands.verify_shards import assembler_for
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
-from policyengine_us_data.calibration.shards import shard_path
+from policyengine_us_data.calibration.shards import read_shard, read_shard_header, shard_path, write_shard
 from tests.reliability.conftest import (
     _stub_figure,
     main_in_process,
@@ -34,7 +37,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, toy_db):
-    """One uninterrupted toy build (5 chunks): its run directory, matrix and manifest records."""
+    """One uninterrupted toy build (6 chunks of the default state plan): its run directory, matrix and records."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("policyengine_us_data.outputs.report_figure.render_figure", _stub_figure)
@@ -81,12 +84,25 @@ def swap(chunks: Path) -> set[int]:
     return {1, 3}
 
 
+def overlap_and_gap(chunks: Path) -> set[int]:
+    """Chunk 1's shard, rewritten whole and well-formed, trades one of its columns for one of chunk 2's: its
+    column set now overlaps chunk 2's and leaves a column uncovered."""
+    one, two = read_shard(shard_path(chunks, 1)), read_shard_header(shard_path(chunks, 2))
+    dropped, taken = int(one.header.columns[0]), int(two.columns[0])
+    keep = one.cols != dropped
+    h = one.header
+    write_shard(h.path, one.rows[keep], one.cols[keep], one.vals[keep], chunk_id=h.chunk_id, col_start=h.col_start,
+                col_end=h.col_end, n_rows=h.n_rows, n_cols=h.n_cols, lineage_signature=h.lineage_signature,
+                columns=np.sort(np.r_[h.columns[1:], taken]))
+    return {1}
+
+
 def everything(chunks: Path) -> set[int]:
     """Several kinds at once: truncate 1, flip 2, delete 3, duplicate 0 over 4."""
     return truncate(chunks) | bit_flip(chunks) | delete(chunks) | duplicate(chunks)
 
 
-DAMAGE = [truncate, bit_flip, delete, duplicate, swap, everything]
+DAMAGE = [truncate, bit_flip, delete, duplicate, swap, overlap_and_gap, everything]
 
 
 def _copy_live(reference_dir: Path, dest: Path) -> RunLayout:
@@ -108,16 +124,17 @@ def test_verify_names_the_damaged_chunks_and_dispatch_recomputes_only_those(dama
 
     plan = assembler_for(layout).classify()  # the verify step's check (deep: every byte hashed)
     assert set(plan.reasons) == damaged, plan.reasons
-    assert {c.chunk_id for c in plan.done} == set(range(5)) - damaged
+    every = set(ref_records)
+    assert {c.chunk_id for c in plan.done} == every - damaged
 
-    untouched = {cid: os.stat(shard_path(layout.chunk_dir, cid)) for cid in set(range(5)) - damaged}
+    untouched = {cid: os.stat(shard_path(layout.chunk_dir, cid)) for cid in every - damaged}
     assembler = ChunkedMatrixAssembler(layout.state_dir, layout.chunk_dir, chunk_size=25,
                                        dispatcher=LocalChunkDispatcher(workers=1), resume=True, progress=False)
     recomputed = assembler.dispatch()
     assert {c.chunk_id for c in recomputed.todo} == damaged
 
     records = manifest_chunks(layout.run_dir)
-    for cid in range(5):
+    for cid in sorted(every):
         if cid in damaged:
             assert records[cid]["attempts"] == ref_records[cid]["attempts"] + 1, cid
             assert records[cid]["checksum"] == ref_records[cid]["checksum"], cid  # the same content again
@@ -153,6 +170,42 @@ def test_the_verify_step_names_every_damaged_chunk(reference, tmp_path, toy_db, 
     assert "3 damaged chunk(s)" in err and all(f"chunk {cid}:" in err for cid in (1, 3, 4)), err
     assert "chunk 0:" not in err and "chunk 2:" not in err
     assert "Traceback" not in err
+
+
+def _verify_step(run_dir: Path) -> str:
+    """Run the verify step itself on `run_dir` (the runner would see the rewritten shard first, mark dispatch
+    stale and recompute it: that is its job; here the step's own proof is under test); return its error."""
+    from commands.verify_shards import VerifyShards
+    from runner import BuildState, CommandError
+
+    step = VerifyShards(argparse.Namespace(deep=False), runner=None)
+    with pytest.raises(CommandError) as failed:
+        step.run(BuildState(run_dir, ("dataset", "constraints", "dispatch"), "verify", False, "test"))
+    return str(failed.value)
+
+
+def test_the_verify_step_names_a_shard_whose_column_set_overlaps_another_and_misses_one(reference, tmp_path, toy_db,
+                                                                                        fast_report):
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    overlap_and_gap(run_dir / "chunks")
+    err = _verify_step(run_dir)
+    assert "1 damaged chunk(s): chunk 1: " in err and "wrong columns for chunk 1: 1 not in its plan" in err, err
+    assert "1 of its planned columns missing" in err
+
+
+def test_the_verify_steps_cover_proof_names_an_overlap_even_when_each_shard_matches_its_plan(
+        reference, tmp_path, toy_db, fast_report, monkeypatch):
+    """With the per-chunk column check switched off (as if the plan itself were wrong), the exact-cover proof over
+    the shards' own column sets still catches chunk 1 holding a column of chunk 2."""
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    overlap_and_gap(run_dir / "chunks")
+    monkeypatch.setattr(ChunkedMatrixAssembler, "columns", lambda self, chunk: None)
+    err = _verify_step(run_dir)
+    assert "1 damaged chunk(s): chunk 2: " in err and "1 of its columns" in err and "are also in chunk 1" in err, err
+    report = json.loads((run_dir / "verify" / "verify.json").read_text())
+    assert report["columns_covered_once"] == 0 and [d["chunk_id"] for d in report["damaged"]] == [2]
 
 
 def test_a_shard_edited_in_place_inside_the_checkpoint_is_repaired_alone(tmp_path, toy_db, fast_report, capsys):

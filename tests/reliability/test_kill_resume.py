@@ -10,6 +10,7 @@ The rerun (no variable) runs in this process through the same `commands.cli.main
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 
@@ -56,14 +57,15 @@ def baseline(tmp_path_factory, toy_db):
         counts = count_crash_points(mp)
         assert main_in_process(toy_args(run_dir, toy_db)) == 0
     assert set(counts) >= set(CRASH_POINTS), f"a crash point is never reached: {counts}"
+    assert json.loads((run_dir / "chunks" / "dispatch.json").read_text())["chunk_plan"] == "state"  # the default
     return read_matrix(run_dir), dict(counts)
 
 
-def _kill_and_resume(tmp_path, toy_db, baseline, point: str, fraction: float, workers: int) -> None:
+def _kill_and_resume(tmp_path, toy_db, baseline, point: str, fraction: float, workers: int, *extra: str) -> None:
     expected, counts = baseline
     n = 1 + int(fraction * counts[point])
     run_dir = tmp_path / "run"
-    args = toy_args(run_dir, toy_db, workers=workers)
+    args = toy_args(run_dir, toy_db, *extra, workers=workers)
 
     killed = run_cli(args, crash_at=f"{point}:{n}")
     assert killed.returncode == -9, (f"{point}:{n} of {counts[point]} should have killed the build; "
@@ -73,7 +75,7 @@ def _kill_and_resume(tmp_path, toy_db, baseline, point: str, fraction: float, wo
     assert main_in_process(args) == 0, f"the rerun after {point}:{n} failed"
     assert read_matrix(run_dir) == expected, f"the matrix after {point}:{n} differs from an uninterrupted build"
     after = manifest_chunks(run_dir)
-    assert set(after) == set(range(5))
+    assert set(after) == set(range(json.loads((run_dir / "chunks" / "dispatch.json").read_text())["chunks"]))
     recomputed = [cid for cid, record in before.items() if after.get(cid) != record]
     assert not recomputed, f"chunks finished before the kill were computed again: {recomputed}"
     assert temp_files(run_dir) == [], f"temp files left behind after {point}:{n}"
@@ -90,6 +92,12 @@ def test_kill_at_a_crash_point_then_resume(point, fraction, tmp_path, toy_db, ba
 @pytest.mark.parametrize("point,fraction", PARALLEL_TRIALS, ids=[p for p, _ in PARALLEL_TRIALS])
 def test_kill_a_parallel_build_then_resume(point, fraction, tmp_path, toy_db, baseline, fast_report):
     _kill_and_resume(tmp_path, toy_db, baseline, point, fraction, workers=2)
+
+
+@pytest.mark.timeout(120)
+def test_kill_a_contiguous_plan_build_then_resume_to_the_state_plans_matrix(tmp_path, toy_db, baseline, fast_report):
+    """The baseline is built with the (default) state plan: the contiguous plan, killed and resumed, gives it too."""
+    _kill_and_resume(tmp_path, toy_db, baseline, "atomic-before-rename", 0.5, 1, "--chunk-plan", "contiguous")
 
 
 @pytest.mark.timeout(120)

@@ -56,7 +56,7 @@ def test_a_terminal_shows_the_chunk_bar_with_rate_and_eta(tmp_path: Path, toy_db
     assert "NumExpr" not in screen
     log = (run_dir / ".runner" / "logs").glob("*dispatch*")
     text = "".join(p.read_text() for p in log)
-    assert re.search(r"chunk \d+ done \(5/5\)", text) and "\r" not in text
+    assert re.search(r"chunk \d+ done \((\d+)/\1\)", text) and "\r" not in text  # the last of n chunks
 
 
 def test_a_pipeline_script_sees_progress_without_configuring_logging(tmp_path: Path, toy_db: Path):
@@ -72,7 +72,7 @@ def test_a_pipeline_script_sees_progress_without_configuring_logging(tmp_path: P
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.search(r"^chunk \d+ done \(1/5\)", done.stderr, re.M), done.stderr[-2000:]
+    assert re.search(r"^chunk \d+ done \(1/\d+\)", done.stderr, re.M), done.stderr[-2000:]
     assert "NumExpr" not in done.stderr
 
 

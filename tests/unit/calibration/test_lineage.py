@@ -30,7 +30,7 @@ def make_lineage(**changes) -> dict:
     base = dict(
         dataset_sha256="1" * 64, targets_fingerprint="2" * 64, constraints_fingerprint="3" * 64,
         geography_sha256="4" * 64, year=2024, n_records=50, n_clones=2, chunk_size=25_000,
-        rerandomize_takeup=False, kernel_version="5" * 64,
+        chunk_plan="state", rerandomize_takeup=False, kernel_version="5" * 64,
     )  # fmt: skip
     base.update(changes)
     return build_lineage(**base)
@@ -50,8 +50,10 @@ def test_signature_is_canonical_and_sensitive() -> None:
     assert len(sig) == 64 and sig == lineage_signature(make_lineage(year=np.int64(2024), n_clones=np.int32(2)))
     assert sig == lineage_signature(dict(reversed(list(make_lineage().items()))))
     for change in (dict(year=2025), dict(chunk_size=1000), dict(rerandomize_takeup=True), dict(dataset_sha256="9" * 64),
-                   dict(kernel_version="6" * 64), dict(extra={"simulator": "fake"})):  # fmt: skip
+                   dict(kernel_version="6" * 64), dict(extra={"simulator": "fake"}),
+                   dict(chunk_plan="contiguous")):  # fmt: skip
         assert lineage_signature(make_lineage(**change)) != sig, change
+    assert diff_lineage(make_lineage(), make_lineage(chunk_plan="contiguous")) == ['chunk_plan: "state" -> "contiguous"']
 
 
 def test_diff_texts() -> None:

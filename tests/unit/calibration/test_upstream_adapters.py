@@ -85,7 +85,7 @@ def test_the_entity_clone_seams_are_called_through_the_module(tmp_path, monkeypa
     monkeypatch.setattr("policyengine_us_data.calibration.entity_clone.calculate_spm_thresholds_vectorized",
                         fake_thresholds)
     base = read_dataset(write_upstream_dataset(tmp_path / "f.h5"), variable_entities=TOY_ENTITIES)
-    chunk = entity_clone.materialise_columns(base, as_clone_geography(upstream_geography(50)), 40, 60)
+    chunk = entity_clone.materialise_columns(base, as_clone_geography(upstream_geography(50)), np.arange(40, 60))
     assert calls == [("blocks", 2), ("spm", 20)]
     assert chunk.arrays["county_fips"].tolist() == ["37183"] * 10 + ["35013"] * 10
     assert (chunk.arrays["spm_unit_spm_threshold"] == 7.0).all()
@@ -144,8 +144,8 @@ def test_columns_without_a_known_county_get_an_empty_one(tmp_path) -> None:
     geography.block_geoid[50:] = ""
     geography.county_fips[50:] = ""
     base = read_dataset(write_upstream_dataset(tmp_path / "f.h5"), variable_entities=TOY_ENTITIES)
-    chunk = entity_clone.materialise_columns(base, as_clone_geography(geography), 45, 55)
+    chunk = entity_clone.materialise_columns(base, as_clone_geography(geography), np.arange(45, 55))
     assert chunk.arrays["county_fips"].tolist() == ["37183"] * 5 + [""] * 5
     assert chunk.arrays["block_geoid"].tolist() == ["371830501001001"] * 5 + [""] * 5
-    ours = entity_clone.materialise_columns(base, assign_random_geography(50, 2).to_clone_geography(), 0, 10)
+    ours = entity_clone.materialise_columns(base, assign_random_geography(50, 2).to_clone_geography(), np.arange(0, 10))
     assert "county_fips" not in ours.arrays  # the project's own geography knows no counties: nothing written

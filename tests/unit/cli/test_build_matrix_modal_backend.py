@@ -3,6 +3,8 @@ replaced by in-process stand-ins that run the real worker body (`build_matrix_ch
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -36,7 +38,10 @@ def test_modal_backend_gives_the_local_matrix_with_shards_on_the_volume(tmp_path
     a, b = sp.load_npz(local / "matrix" / "X.npz"), sp.load_npz(remote / "matrix" / "X.npz")
     for name in ("indptr", "indices", "data"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    summary = json.loads((remote / "chunks" / "dispatch.json").read_text())
+    n = summary["chunks"]
+    assert summary["chunk_plan"] == "state" and n >= 4  # the default plan; the worker derives each chunk's columns
     assert sorted(p.name for p in (staging / "r1" / "matrix_chunks").glob("chunk_*.npz")) == [
-        f"chunk_{i:06d}.npz" for i in range(4)]
-    assert handle.batches == [[0, 1], [2, 3]]
+        f"chunk_{i:06d}.npz" for i in range(n)]
+    assert handle.batches == [list(range(0, -(-n // 2))), list(range(-(-n // 2), n))]
     assert not list((remote / "chunks").glob("chunk_*.npz"))  # the shards stay on the volume

@@ -77,6 +77,15 @@ def test_chunked_build_passes_upstream_parameters(fake_job):
     name, kwargs = fake_job.builder.calls[0]
     assert name == "build_matrix_chunked"
     assert kwargs["chunk_size"] == 123 and kwargs["resume_chunks"] is True and kwargs["chunk_dir"] == "c"
+    assert kwargs["chunk_plan"] == "state"  # the default
+
+
+def test_chunk_plan_flag_reaches_the_builder(fake_job, capsys):
+    assert run(["--chunked-matrix", "--chunk-plan", "contiguous"]) == 0
+    assert fake_job.builder.calls[0][1]["chunk_plan"] == "contiguous"
+    with pytest.raises(SystemExit):
+        uc.build_parser().parse_args(["--chunk-plan", "by-county"])
+    assert "invalid choice: 'by-county'" in capsys.readouterr().err
 
 
 def test_plan_from_measured_chunks(tmp_path, capsys):
@@ -88,6 +97,17 @@ def test_plan_from_measured_chunks(tmp_path, capsys):
     assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "25000"]) == 0
     out = capsys.readouterr().out
     assert "12.00 ms per column" in out and "207" in out
+
+
+def test_plan_from_measured_state_chunks_counts_the_state_plans_chunks(tmp_path, capsys):
+    lineage = {"n_records": 1_000, "n_clones": 2, "chunk_plan": "state"}
+    manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", lineage)
+    manifest.record_chunk(0, 0, 1000, 10, "x", 5.0)
+    assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "2000"]) == 0
+    out = capsys.readouterr().out
+    n_chunks = uc.planned_chunks("state", 1_000, 430, 2000)
+    assert 215 <= n_chunks <= 215 + 51  # 430,000 columns in chunks of at most 2,000 that do not cross a large state
+    assert "(state plan)" in out and "5.00 ms per column" in out and f"Production plan: {n_chunks} chunks" in out
 
 
 def test_bad_input_exits_2(capsys):
