@@ -21,6 +21,7 @@ import modal
 
 from policyengine_us_data.calibration.chunk_dispatch.base import traceback_excerpt, validate_run_id
 from policyengine_us_data.calibration.chunk_dispatch.worker import CHUNK_DIRNAME, run_worker_batch
+from policyengine_us_data.errors import StaleWorkerCode
 from policyengine_us_data.modal_app import (
     APP_NAME,
     MAX_CONTAINERS,
@@ -32,6 +33,8 @@ from policyengine_us_data.modal_app.images import image
 # One worker runs a contiguous batch (~4-5 production chunks of 25,000 columns, ~4 min each).
 WORKER_TIMEOUT_S = 4 * 3600
 WORKER_CPU = 2.0
+# Modal reruns an input whose container crashed (OOM-kill, host failure); the worker skips committed shards.
+WORKER_RETRIES = 2
 WORKER_MEMORY_MB = 32 * 1024  # a 25,000-column chunk with two reform rows peaked at 12.7 GB (bench_kernel); headroom for real households
 # The coordinator keeps upstream's ceiling: 8 CPU / 64 GB / 14 h.
 COORDINATOR_TIMEOUT_S = 14 * 3600
@@ -50,11 +53,11 @@ def in_modal_container() -> bool:
     return not modal.is_local()
 
 
-def _failed_outcomes(chunk_ids: list[int], exc: BaseException) -> list[dict[str, Any]]:
+def _failed_outcomes(chunk_ids: list[int], exc: BaseException, fatal: bool = False) -> list[dict[str, Any]]:
     error = f"{type(exc).__name__}: {exc}"
     return [
         {"chunk_id": int(c), "ok": False, "error": error, "traceback": traceback_excerpt(exc),
-         "worker": "", "start": 0.0, "end": 0.0}
+         "worker": "", "start": 0.0, "end": 0.0, "fatal": fatal}
         for c in chunk_ids
     ]
 
@@ -66,17 +69,22 @@ def _failed_outcomes(chunk_ids: list[int], exc: BaseException) -> list[dict[str,
     timeout=WORKER_TIMEOUT_S,
     cpu=WORKER_CPU,
     memory=WORKER_MEMORY_MB,
+    retries=WORKER_RETRIES,
+    nonpreemptible=True,
 )
 def build_matrix_chunk_worker(
     run_id: str,
     chunk_ids: list[int],
     state_dir: str | None = None,
     staging_root: str | None = None,
+    code_identity: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the chunk kernel for `chunk_ids` of `run_id`; one JSON-able outcome per chunk, never raises.
 
-    Reads `/staging/{run_id}/state/` and `matrix_chunks/plans.json`, writes `matrix_chunks/chunk_XXXXXX.npz`,
-    commits the volume. `staging_root` (or $PE_STAGING_ROOT) points a `.local()` call at a plain directory.
+    Reads `/staging/{run_id}/state/` and `matrix_chunks/plans.json`, writes `matrix_chunks/chunk_XXXXXX.npz`
+    and commits the volume after every chunk, skips chunks whose shards already verify (a retried or
+    preempted input), and refuses to run under a `code_identity` other than its own (a stale deploy).
+    `staging_root` (or $PE_STAGING_ROOT) points a `.local()` call at a plain directory.
     """
     validate_run_id(run_id)
     ids = [int(c) for c in chunk_ids]
@@ -84,7 +92,10 @@ def build_matrix_chunk_worker(
     try:
         if remote:
             staging_volume.reload()
-        return run_worker_batch(run_id, ids, root=staging_root, state_dir=state_dir)
+        return run_worker_batch(run_id, ids, root=staging_root, state_dir=state_dir, expected_code=code_identity,
+                                after_chunk=staging_volume.commit if remote else None)
+    except StaleWorkerCode as exc:
+        return _failed_outcomes(ids, exc, fatal=True)
     except Exception as exc:  # noqa: BLE001 - setup failures become per-chunk errors too
         return _failed_outcomes(ids, exc)
     finally:

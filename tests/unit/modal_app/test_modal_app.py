@@ -131,7 +131,7 @@ def test_worker_local_call_runs_the_kernel_without_a_volume(tmp_path, monkeypatc
     assert volume.calls == []  # not in a container: no reload, no commit
 
 
-def test_worker_in_a_container_reloads_then_commits(tmp_path, monkeypatch):
+def test_worker_in_a_container_reloads_then_commits_after_every_chunk(tmp_path, monkeypatch):
     from policyengine_us_data.calibration.chunk_dispatch import worker
 
     monkeypatch.setattr(worker, "default_kernel", lambda: _fake_kernel)
@@ -140,8 +140,26 @@ def test_worker_in_a_container_reloads_then_commits(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module, "staging_volume", volume)
     monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path))
     _publish(tmp_path, "r2")
-    outcomes = app_module.build_matrix_chunk_worker.local("r2", [1])
-    assert outcomes[0]["ok"] and volume.calls == ["reload", "commit"]
+    outcomes = app_module.build_matrix_chunk_worker.local("r2", [1, 2])
+    assert all(o["ok"] for o in outcomes)
+    assert volume.calls == ["reload", "commit", "commit", "commit"]  # one per chunk, one in `finally`
+
+
+def test_worker_of_another_code_identity_refuses_every_chunk(tmp_path, monkeypatch):
+    from policyengine_us_data.calibration.chunk_dispatch import worker
+
+    ran = []
+    monkeypatch.setattr(worker, "default_kernel", lambda: lambda plan, state: ran.append(plan))
+    _publish(tmp_path, "r4")
+    outcomes = app_module.build_matrix_chunk_worker.local("r4", [0, 1], staging_root=str(tmp_path),
+                                                          code_identity="0" * 64)
+    assert [(o["chunk_id"], o["ok"], o["fatal"]) for o in outcomes] == [(0, False, True), (1, False, True)]
+    assert "stale" in outcomes[0]["error"] and "modal deploy" in outcomes[0]["error"] and not ran
+    from policyengine_us_data.utils.code_identity import code_identity
+
+    same = app_module.build_matrix_chunk_worker.local("r4", [0], staging_root=str(tmp_path),
+                                                      code_identity=code_identity())
+    assert not same[0].get("fatal") and len(ran) == 1
 
 
 def test_worker_gathers_setup_errors_per_chunk(tmp_path):
