@@ -30,6 +30,8 @@ LEASE_FILE = "lease.json"
 DEFAULT_STALE_AFTER_S = 15 * 60.0
 DEFAULT_HEARTBEAT_S = 60.0
 CONTAINER_ENV = "MODAL_TASK_ID"
+# Set by the app's coordinator for the runner it starts: the lease it holds is the runner's too.
+INHERITED_LEASE_ENV = "PE_RUN_LEASE_HOLDER"
 
 
 class VolumeSync:
@@ -39,10 +41,19 @@ class VolumeSync:
         self.volume = volume
         self.lock = threading.RLock()
 
-    def reload(self) -> None:
-        if self.volume is not None:
-            with self.lock:
-                self.volume.reload()
+    def reload(self, attempts: int = 3) -> None:
+        """Reload; retried briefly, since Modal refuses while another process of the container has a file open."""
+        if self.volume is None:
+            return
+        for attempt in range(attempts):
+            try:
+                with self.lock:
+                    self.volume.reload()
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)
 
     def commit(self) -> None:
         if self.volume is not None:
@@ -88,6 +99,7 @@ class RunLease:
         self.identity = me()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.inherited = False
 
     def read(self) -> dict[str, Any] | None:
         """The lease on this process's view of the volume; a damaged one counts as none (logged)."""
@@ -127,6 +139,10 @@ class RunLease:
         with self.sync.lock:
             self.sync.reload()
             current = self.read()
+            parent = os.environ.get(INHERITED_LEASE_ENV)
+            if current and parent and current.get("holder") == parent and self.alive(current):
+                self.inherited = True  # our coordinator holds it and keeps the heartbeat
+                return
             if current and not self.mine(current) and self.alive(current):
                 raise RunLeaseHeld(self.run_id, current)
             if current and not self.mine(current):
@@ -149,7 +165,9 @@ class RunLease:
                 self.sync.commit()
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the lease if it is still ours."""
+        """Stop the heartbeat and remove the lease if it is still ours (an inherited one stays with its holder)."""
+        if self.inherited:
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
