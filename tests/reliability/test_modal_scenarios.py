@@ -22,7 +22,8 @@ import pytest
 from tests.reliability.conftest import REPO, TOY_SIM, main_in_process, read_matrix, subprocess_env, wait_for
 from tests.support.emulated_modal import EmulatedModal, Fault, coordinator_spec
 
-pytestmark = [pytest.mark.modal_scenarios, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.modal_scenarios, pytest.mark.timeout(300),
+              pytest.mark.filterwarnings("ignore:The .* function is executing locally")]
 RUN = "prod-1"
 HOUSEHOLDS, CLONES, CHUNK = 60, 2, 25  # 120 columns: 5 chunks; 3 workers -> batches [0,1] [2,3] [4]
 N_CHUNKS = 5
@@ -116,7 +117,7 @@ def test_preempted_worker_restarts_without_using_a_retry(tmp_path, artifacts, lo
 
 def test_hung_worker_times_out_and_its_chunks_are_resubmitted_alone(tmp_path, artifacts, local_matrix):
     emu = EmulatedModal(tmp_path / "modal")
-    runner = [*RUNNER[:-4], "--chunk-seconds", "1", "--worker-startup-seconds", "4"]
+    runner = [*RUNNER[:-4], "--chunk-seconds", "0.5", "--worker-startup-seconds", "3"]
     result = coordinate(emu, artifacts, faults=[Fault(chunk=2, kind="hang")], runner=runner)
     assert result["status"] == 0, result["error"]
     assert committed_matrix(emu) == local_matrix
@@ -168,9 +169,29 @@ def test_a_worker_of_a_stale_deploy_is_refused(tmp_path, artifacts):
     ({"dataset": INPUTS["dataset"], "db": "artifacts:../etc/passwd"}, "without '..'"),
     ({"db": INPUTS["db"]}, "no --dataset"),
     ({"dataset": "/home/me/ecps.h5"}, "give a local file"),
-], ids=["missing-dataset", "db-outside-volume", "no-dataset-no-synthetic", "unstaged-local-path"])
-def test_bad_inputs_change_nothing_on_the_volume(tmp_path, artifacts, inputs, message):
+    ({"dataset": INPUTS["dataset"], "synthetic": True}, "exclude each other"),
+    ({"dataset": INPUTS["dataset"], "resume": False, "run_exists": True}, "pick another --run-id"),
+], ids=["missing-dataset", "db-outside-volume", "no-dataset-no-synthetic", "unstaged-local-path",
+        "dataset-and-synthetic", "no-resume-on-an-existing-run"])
+def test_bad_inputs_change_nothing_on_the_volume(tmp_path, artifacts, inputs, message, monkeypatch):
+    """The coordinator refuses before its lease and its runner (so it runs in-process here: no process to spare)."""
+    from policyengine_us_data.modal_app import app as app_module
+
     emu = EmulatedModal(tmp_path / "modal")
-    result = coordinate(emu, artifacts, **inputs)
+    inputs = dict(inputs)
+    if inputs.pop("run_exists", False):
+        (emu.store / RUN / "matrix_chunks").mkdir(parents=True)
+        (emu.store / RUN / "matrix_chunks" / "chunk_000000.npz").write_bytes(b"a shard of the earlier run")
+    before = sorted(str(p) for p in emu.store.rglob("*"))
+    volume = emu.container("coordinator")
+    monkeypatch.setattr(app_module, "staging_volume", volume)
+    monkeypatch.setattr(app_module, "in_modal_container", lambda: True)
+    monkeypatch.setattr(app_module, "run_runner", lambda *a: pytest.fail("the runner must not start"))
+    for name, value in (("PE_STAGING_ROOT", volume.view), ("PE_ARTIFACTS_ROOT", artifacts),
+                        ("PE_RUN_SCRATCH", tmp_path / "scratch")):
+        monkeypatch.setenv(name, str(value))
+    result = app_module.build_matrix.local(RUN, RUNNER, **inputs)
     assert result["status"] == 2 and message in result["error"], result["error"]
-    assert list(emu.store.iterdir()) == []
+    assert sorted(str(p) for p in emu.store.rglob("*")) == before and not (tmp_path / "scratch").exists()
+    assert sorted(p.relative_to(volume.view) for p in volume.view.rglob("*")) == sorted(
+        p.relative_to(emu.store) for p in emu.store.rglob("*"))

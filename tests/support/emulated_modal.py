@@ -12,7 +12,7 @@
 - Faults are injected per chunk and attempt (`Fault`); every kernel call is logged to `{root}/kernel_calls.log`
   (one line per call, `chunk_id pid`), so tests can count what was (re)computed.
 
-`python -m tests.support.emulated_modal coordinator SPEC.json` runs the app's coordinator (`build_matrix`) in
+`python -m tests.support.emulated_modal coordinator SPEC.json OUT.json` runs the app's coordinator (`build_matrix`) in
 its own process group, so a test can SIGKILL the coordinator with everything it started.
 """
 
@@ -278,16 +278,36 @@ def coordinator_spec(emu: EmulatedModal, run_id: str, runner_args: list[str], fa
 
 
 def run_coordinator(spec: dict[str, Any]) -> dict[str, Any]:
-    """The app's coordinator (`build_matrix`) in a fresh coordinator container; its runner step runs here too."""
+    """The app's coordinator (`build_matrix`) in a fresh coordinator container; its runner is a forked child
+    (production starts `python -m commands.cli`; forking after the imports saves seconds per scenario)."""
+    from commands import cli  # noqa: F401 - imported before the fork
     from policyengine_us_data.modal_app import app as app_module
 
     emu = EmulatedModal(Path(spec["root"]), retries=spec["retries"])
     volume = emu.container("coordinator")
-    function = emu.function([Fault(**f) for f in spec["faults"]], spec["deployed_code"])
-    install(emu, volume, function)
+    install(emu, volume, emu.function([Fault(**f) for f in spec["faults"]], spec["deployed_code"]))
     os.environ["PE_RUN_SCRATCH"] = str(volume.view) + ".local-disk"
-    app_module.RUNNER_COMMAND = (sys.executable, "-m", "tests.support.emulated_modal", "runner", json.dumps(spec),
-                                 str(volume.view))
+
+    def run_runner(command, env):
+        argv = list(command)[len(app_module.RUNNER_COMMAND):]
+        log = Path(str(volume.view) + ".runner.log")
+        pid = os.fork()
+        if pid == 0:
+            os.environ.update(env)
+            os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+            code = 1
+            try:
+                code = _runner_main(spec, str(volume.view), argv)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        lines = log.read_text().splitlines(keepends=True) if log.exists() else []
+        sys.stderr.writelines(lines)
+        return os.waitstatus_to_exitcode(status), "".join(lines[-40:])
+
+    app_module.run_runner = run_runner
     return app_module.build_matrix.local(spec["run_id"], spec["runner_args"], **spec["inputs"])
 
 
@@ -300,12 +320,14 @@ def _runner_main(spec: dict[str, Any], view: str, argv: list[str]) -> int:
     committed = EmulatedVolume._files(emu.store)
     volume.baseline = {rel: stamp for rel, stamp in volume._files(volume.view).items() if committed.get(rel) == stamp}
     install(emu, volume, emu.function([Fault(**f) for f in spec["faults"]], spec["deployed_code"]))
+    from policyengine_us_data.outputs import report_figure
+    from tests.reliability.conftest import _stub_figure
+
+    report_figure.render_figure = _stub_figure  # matplotlib costs seconds a build; the figure is not under test
     return main(argv)
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "runner":
-        raise SystemExit(_runner_main(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4:]))
     if sys.argv[1] == "coordinator":
         os.setpgrp()
         out = run_coordinator(json.loads(Path(sys.argv[2]).read_text()))
