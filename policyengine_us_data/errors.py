@@ -53,13 +53,14 @@ class LineageMismatch(InputError):
 class RunLeaseHeld(Exception):
     """Another live coordinator holds this run id's lease on the staging volume (exit 3, like a locked run)."""
 
-    def __init__(self, run_id: str, holder: dict) -> None:
+    def __init__(self, run_id: str, holder: dict, stale_after_s: float | None = None) -> None:
         self.run_id = run_id
         self.holder = dict(holder)
         who = ", ".join(f"{k} {holder.get(k)}" for k in ("holder", "host", "pid", "container") if holder.get(k))
+        dead = f" (a holder silent for {stale_after_s / 60:g} min counts as dead)" if stale_after_s else ""
         super().__init__(
             f"run id {run_id!r} is in use by another coordinator ({who}; last heartbeat "
-            f"{holder.get('heartbeat_utc', '?')}). Wait for it to finish, stop it, or pick another --run-id."
+            f"{holder.get('heartbeat_utc', '?')}). Wait for it to finish{dead}, stop it, or pick another --run-id."
         )
 
 

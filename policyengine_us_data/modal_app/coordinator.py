@@ -95,7 +95,7 @@ def runner_argv(run_id: str, runner_args: Sequence[str], *, dataset: str = "", d
     if not dataset and not synthetic:
         raise InputError("no --dataset: pass the households (a local .h5, or artifacts:PATH on the "
                          f"{ARTIFACTS_VOLUME_NAME} volume), or --synthetic to build on generated households")
-    if not resume and (run / RUN_SUBDIR).exists() or not resume and (run / CHUNK_DIRNAME).exists():
+    if not resume and ((run / RUN_SUBDIR).exists() or (run / CHUNK_DIRNAME).exists()):
         raise InputError(f"run id {run_id!r} already has a run on the volume and --no-resume was given: "
                          "resume it (the default) or pick another --run-id")
     argv = ["--run-dir", str(roots.scratch / run_id), "--to", "assemble", "--run-id", run_id, *runner_args]

@@ -106,12 +106,15 @@ class EmulatedVolume:
 class EmulatedModal:
     """One emulated account: a committed volume, its containers, the kernel-call log."""
 
-    def __init__(self, root: Path, retries: int = 2) -> None:
+    def __init__(self, root: Path, retries: int | None = None) -> None:
+        """`retries`: how often a crashed input is rerun; by default the worker function's own setting."""
+        from policyengine_us_data.modal_app.app import WORKER_RETRIES
+
         self.root = Path(root)
         self.store = self.root / "volume"
         self.store.mkdir(parents=True, exist_ok=True)
         (self.root / "containers").mkdir(exist_ok=True)
-        self.retries = retries
+        self.retries = WORKER_RETRIES if retries is None else retries
 
     @property
     def kernel_log(self) -> Path:

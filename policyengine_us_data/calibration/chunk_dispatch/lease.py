@@ -144,7 +144,7 @@ class RunLease:
                 self.inherited = True  # our coordinator holds it and keeps the heartbeat
                 return
             if current and not self.mine(current) and self.alive(current):
-                raise RunLeaseHeld(self.run_id, current)
+                raise RunLeaseHeld(self.run_id, current, self.stale_after)
             if current and not self.mine(current):
                 LOG.warning("taking over run id %s from %s (no heartbeat since %s)", self.run_id,
                             current.get("holder"), current.get("heartbeat_utc"))
@@ -153,7 +153,7 @@ class RunLease:
             self.sync.reload()
             current = self.read()
             if not self.mine(current):
-                raise RunLeaseHeld(self.run_id, current or {})
+                raise RunLeaseHeld(self.run_id, current or {}, self.stale_after)
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id}", daemon=True)
         self._thread.start()
