@@ -85,20 +85,20 @@ class DispatchChunks(BaseCommand):
 
     @classmethod
     def validate(cls, args: argparse.Namespace) -> None:
-        """Refuse a bad chunk size, worker count or run id, and Modal without credentials or a deployed app,
-        before the runner touches the run directory."""
+        """Refuse a bad chunk size, worker count or run id, and Modal without credentials, a deployed app or a
+        mounted staging volume (outside the coordinator), before the runner touches the run directory."""
         with domain_errors():
             if args.chunk_size <= 0:
                 raise InputError(f"chunk size must be a positive integer, got {args.chunk_size}: "
                                  "pass --chunk-size N with N >= 1")
             cls.make_dispatcher(args)
             if args.backend == "modal":
+                lookup_worker()
                 if not staging_root().is_dir():
                     raise InputError(
                         f"no staging volume at {staging_root()}: the Modal backend runs inside the coordinator "
                         "container. Start it with `modal run policyengine_us_data/modal_app/app.py --dataset FILE "
                         "--db FILE --run-id ID` (see the README's Modal section)")
-                lookup_worker()
 
     def dispatcher(self, layout: RunLayout):
         """The backend's dispatcher; on Modal without --run-id, this run directory's last run id (resume)."""

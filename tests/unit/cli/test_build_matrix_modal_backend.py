@@ -53,6 +53,7 @@ def test_modal_backend_gives_the_local_matrix_with_shards_on_the_volume(tmp_path
 
 def test_modal_backend_without_a_mounted_volume_says_how_to_start_the_coordinator(tmp_path, monkeypatch, capsys):
     db = make_target_db(tmp_path / "t.db", every_rule_targets([6], [601]))
+    monkeypatch.setattr("commands.dispatch_chunks.lookup_worker", lambda: None)  # credentials and a deployed app
     monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path / "no-volume-here"))
     code = cli_main(["--run-dir", str(tmp_path / "run"), "--to", "assemble", "--db", str(db), *TOY,
                      "--backend", "modal"])
