@@ -172,6 +172,14 @@ def build_matrix(run_id: str, args: list[str], dataset: str = "", db: str = "", 
     return outcome(run_id, status, argv, tail if status else "", run)
 
 
+def report_text(result: dict[str, Any]) -> str:
+    """The run's report, headed by the failure (status and the runner's last lines) when it failed."""
+    if result["status"] == 0:
+        return result["report"]
+    return (f"**Run `{result['run_id']}` failed (status {result['status']}).**\n\n```\n{result['error'].strip()}\n"
+            f"```\n\n{result['report']}")
+
+
 @app.local_entrypoint()
 def main(
     dataset: str = "",
@@ -198,7 +206,7 @@ def main(
     print(f"run {rid}: dataset={inputs['dataset'] or '(synthetic)'} db={inputs['db'] or '(embedded)'} "
           f"runner {' '.join(args)}")
     result = build_matrix.remote(rid, args, synthetic=synthetic, resume=resume, **inputs)
-    Path(report_path).write_text(result["report"])
+    Path(report_path).write_text(report_text(result))
     print(f"report written to {report_path}")
     if result["status"] != 0:
         raise SystemExit(f"pipeline run {rid} failed (status {result['status']}):\n{result['error']}")

@@ -271,3 +271,12 @@ def test_the_image_leaves_out_run_directories_and_data(tmp_path):
     assert kept == ["policyengine_us_data/x.py", "tests/support/toy_simulator.py"]
     assert ignore(tmp_path / "my-run" / "report.md")  # absolute paths too
     assert "ignore=project_ignore(root)" in Path(images.__file__).read_text()
+
+
+def test_the_report_of_a_failed_run_starts_with_the_failure():
+    ok = {"run_id": "r", "status": 0, "error": "", "report": "# Run r\n"}
+    assert app_module.report_text(ok) == "# Run r\n"
+    refused = {"run_id": "r", "status": 3, "error": "run id 'r' is in use by another coordinator (pid 7)\n",
+               "report": "_No report.md was written._\n"}
+    text = app_module.report_text(refused)
+    assert text.startswith("**Run `r` failed (status 3).**") and "pid 7" in text and text.endswith("written._\n")
