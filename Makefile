@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv run test unit integration bench clean-venv
+.PHONY: venv run test unit integration modal-scenarios bench clean-venv
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+# One line per production scenario (full run, OOM kill, preemption, hung worker, killed coordinator,
+# two runs on one id, stale deploy, bad inputs) against the emulated Modal; `make test` runs them too.
+modal-scenarios: $(STAMP)
+	$(PY) -m pytest -m modal_scenarios -v -p no:cacheprovider --no-header -n 0 tests/reliability/test_modal_scenarios.py
 
 clean-venv:
 	rm -rf $(VENV)

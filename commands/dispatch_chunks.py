@@ -11,8 +11,13 @@ from commands.errors import domain_errors
 from commands.layout import RunLayout, read_json, write_json
 from policyengine_us_data.calibration.build_state import write_build_state
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
-from policyengine_us_data.calibration.chunk_dispatch.modal_backend import lookup_worker
+from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_STARTUP_SECONDS,
+    lookup_worker,
+)
 from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir as volume_chunk_dir
+from policyengine_us_data.calibration.chunk_dispatch.worker import staging_root
 from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
 from policyengine_us_data.calibration.chunked_matrix_assembler import (
     ChunkBuildError,
@@ -22,7 +27,7 @@ from policyengine_us_data.calibration.chunked_matrix_assembler import (
 from policyengine_us_data.calibration.geography import CloneGeography
 from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.datasets.h5io import read_dataset
-from policyengine_us_data.errors import InputError, LineageMismatch
+from policyengine_us_data.errors import InputError, LineageMismatch, RunLeaseHeld
 from policyengine_us_data.utils.atomic import TEMP_PREFIX
 from runner import BaseCommand, BuildState, CommandError
 
@@ -61,7 +66,15 @@ class DispatchChunks(BaseCommand):
                             help="local worker processes (default: the CPU count, %(default)s)")
         parser.add_argument("--num-matrix-workers", type=int, default=50,
                             help="Modal containers to fan out to (default %(default)s)")
-        parser.add_argument("--run-id", default=None, help="Modal run id; reuse it to resume on the volume")
+        parser.add_argument("--run-id", default=None,
+                            help="Modal run id; reuse it to resume on the volume (default: this run directory's "
+                                 "last one, else a fresh id)")
+        parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+                            help="Modal: declared seconds per chunk until one is measured; a batch gets start-up + "
+                                 "3 x this per chunk before it is cancelled and resubmitted (default %(default)s)")
+        parser.add_argument("--worker-startup-seconds", type=float, default=DEFAULT_STARTUP_SECONDS,
+                            help="Modal: queueing, cold start, import and first simulation allowed per batch "
+                                 "(default %(default)s)")
         parser.add_argument("--keep-chunks", action="store_true",
                             help="accepted for parity with unified_calibration: shards are this step's output, "
                                  "so the runner always keeps them (checkpointed, or on the Modal volume)")
@@ -69,16 +82,18 @@ class DispatchChunks(BaseCommand):
                             help="keep the dataset's take-up inputs instead of re-drawing them per clone")
 
     @staticmethod
-    def make_dispatcher(args: argparse.Namespace):
+    def make_dispatcher(args: argparse.Namespace, run_id: str | None = None):
         """The chosen backend's dispatcher; InputError for a bad worker count or run id."""
         if args.backend == "modal":
-            return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id)
+            return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id or run_id,
+                                        volume_root=str(staging_root()), chunk_seconds=args.chunk_seconds,
+                                        startup_seconds=args.worker_startup_seconds)
         return LocalChunkDispatcher(workers=args.workers)
 
     @classmethod
     def validate(cls, args: argparse.Namespace) -> None:
-        """Refuse a bad chunk size, worker count or run id, and Modal without credentials or a deployed app,
-        before the runner touches the run directory."""
+        """Refuse a bad chunk size, worker count or run id, and Modal without credentials, a deployed app or a
+        mounted staging volume (outside the coordinator), before the runner touches the run directory."""
         with domain_errors():
             if args.chunk_size <= 0:
                 raise InputError(f"chunk size must be a positive integer, got {args.chunk_size}: "
@@ -86,9 +101,16 @@ class DispatchChunks(BaseCommand):
             cls.make_dispatcher(args)
             if args.backend == "modal":
                 lookup_worker()
+                if not staging_root().is_dir():
+                    raise InputError(
+                        f"no staging volume at {staging_root()}: the Modal backend runs inside the coordinator "
+                        "container. Start it with `modal run policyengine_us_data/modal_app/app.py --dataset FILE "
+                        "--db FILE --run-id ID` (see the README's Modal section)")
 
-    def dispatcher(self):
-        return self.make_dispatcher(self.args)
+    def dispatcher(self, layout: RunLayout):
+        """The backend's dispatcher; on Modal without --run-id, this run directory's last run id (resume)."""
+        previous = read_json(layout.dispatch_summary).get("run_id") if layout.dispatch_summary.exists() else None
+        return self.make_dispatcher(self.args, previous)
 
     def run(self, state: BuildState) -> None:
         args = self.args
@@ -96,7 +118,7 @@ class DispatchChunks(BaseCommand):
         for stale in [*layout.state_dir.glob(TEMP_PREFIX + "*"), *layout.chunk_dir.glob(TEMP_PREFIX + "*")]:
             stale.unlink(missing_ok=True)  # half-written files of a killed attempt we resume on top of
         with domain_errors():
-            dispatcher = self.dispatcher()
+            dispatcher = self.dispatcher(layout)
             meta = write_build_state(
                 layout.state_dir,
                 data=read_dataset(layout.dataset),
@@ -111,6 +133,8 @@ class DispatchChunks(BaseCommand):
                 resume_plan = assembler.dispatch()
             except ChunkBuildError as exc:
                 raise CommandError(str(exc)) from None
+            except RunLeaseHeld as exc:
+                raise CommandError(str(exc), exit_code=3) from None
         report = assembler.report
         write_json(layout.dispatch_summary, {
             "chunk_size": args.chunk_size,

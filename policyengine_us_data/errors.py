@@ -51,3 +51,21 @@ class LineageMismatch(InputError):
             "from different inputs: " + "; ".join(self.differing)
             + ". Rerun without resume (or remove the chunk directory) to rebuild them."
         )
+
+
+class RunLeaseHeld(Exception):
+    """Another live coordinator holds this run id's lease on the staging volume (exit 3, like a locked run)."""
+
+    def __init__(self, run_id: str, holder: dict, stale_after_s: float | None = None) -> None:
+        self.run_id = run_id
+        self.holder = dict(holder)
+        who = ", ".join(f"{k} {holder.get(k)}" for k in ("holder", "host", "pid", "container") if holder.get(k))
+        dead = f" (a holder silent for {stale_after_s / 60:g} min counts as dead)" if stale_after_s else ""
+        super().__init__(
+            f"run id {run_id!r} is in use by another coordinator ({who}; last heartbeat "
+            f"{holder.get('heartbeat_utc', '?')}). Wait for it to finish{dead}, stop it, or pick another --run-id."
+        )
+
+
+class StaleWorkerCode(Exception):
+    """The deployed worker runs other code than the coordinator: shards would carry a false lineage."""

@@ -39,13 +39,14 @@ class CommandError(Exception):
     """A step's expected failure: the CLI prints the message without a traceback.
 
     ``exit_code`` is 1 (the step failed) by default; raise with ``exit_code=2`` when the cause is bad input
-    (a missing file the user named, an invalid parameter), so scripts can tell the two apart.
+    (a missing file the user named, an invalid parameter), so scripts can tell the two apart, and with
+    ``exit_code=3`` when a resource the step needs is held by another live build (like the run-directory lock).
     """
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        if exit_code not in (1, 2):
-            raise ValueError(f"CommandError exit_code must be 1 or 2, not {exit_code!r}")
+        if exit_code not in (1, 2, 3):
+            raise ValueError(f"CommandError exit_code must be 1, 2 or 3, not {exit_code!r}")
         self.exit_code = exit_code
 
 

@@ -240,8 +240,19 @@ class ChunkedMatrixAssembler:
         if self.report.failures:
             raise ChunkBuildError(self.report.failures)
 
+    def check_lineage(self) -> None:
+        """Every shard must carry this build's lineage: a shard another run wrote into the same directory (two
+        coordinators on one run id) must never enter this matrix, even if it appeared after `verify`."""
+        foreign = [chunk.chunk_id for chunk in self.plans()
+                   if read_shard_header(chunk.shard_path).lineage_signature != self.signature]
+        if foreign:
+            raise ArtifactError(self.chunk_dir, f"chunk(s) {', '.join(map(str, foreign))} carry another build's "
+                                f"lineage (another run on this chunk directory or run id?): rerun the build, "
+                                "which recomputes them")
+
     def assemble(self, *, out_of_core: bool = False, out_dir: str | os.PathLike | None = None):
-        """Stream every verified shard into the final CSR (or into arrays on disk)."""
+        """Stream every shard of this lineage into the final CSR (or into arrays on disk)."""
+        self.check_lineage()
         paths = [chunk.shard_path for chunk in self.plans()]
         if out_of_core:
             target = Path(out_dir or self.chunk_dir / "csr")

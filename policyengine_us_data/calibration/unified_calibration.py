@@ -90,7 +90,8 @@ def choose_dispatcher(args: argparse.Namespace):
     if args.chunked_matrix and args.parallel:
         args.run_id = args.run_id or new_run_id()
         args.chunk_dir = args.chunk_dir or str(chunk_dir(staging_root(), args.run_id))
-        return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id)
+        return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id,
+                                    volume_root=str(staging_root()))
     return LocalChunkDispatcher(workers=args.workers)
 
 

@@ -11,12 +11,17 @@ COORDINATOR_FUNCTION = "build_matrix"
 # The existing staging volume (shared with the H5 area workers); no new volumes.
 STAGING_VOLUME_NAME = "local-area-staging"
 STAGING_MOUNT = "/staging"
+# Upstream's artifacts volume (datasets, policy_data.db): the coordinator's inputs, read-only here.
+ARTIFACTS_VOLUME_NAME = "pipeline-artifacts"
+ARTIFACTS_MOUNT = "/pipeline-artifacts"
 # Reused from the H5 workers' ceiling, not added on top of it.
 MAX_CONTAINERS = 50
 APP_FILE = "policyengine_us_data/modal_app/app.py"
 
 __all__ = [
     "APP_FILE",
+    "ARTIFACTS_MOUNT",
+    "ARTIFACTS_VOLUME_NAME",
     "APP_NAME",
     "COORDINATOR_FUNCTION",
     "MAX_CONTAINERS",

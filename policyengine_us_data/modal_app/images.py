@@ -11,7 +11,9 @@ The settings are module constants so tests can check them without building anyth
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Callable
 
 import modal
 
@@ -47,7 +49,15 @@ PROJECT_IGNORE = [
     ".hypothesis",
     "runs",
     "benchmarks/out",
+    # run output and data never belong in the image: the default run directory, shards, datasets, packages
+    "matrix-run",
+    "**/matrix_chunks",
+    "**/.runner",
+    "**/*.npz",
+    "**/*.h5",
+    "**/*.pkl",
 ]
+RUNNER_DIRNAME = ".runner"  # marks a run directory, wherever --run-dir put it
 _FROZEN_IF_LOCKED = "$([ -f uv.lock ] && echo --frozen)"
 DEPS_SYNC_COMMAND = f"cd {PROJECT_DIR} && uv sync --no-dev --no-install-project {_FROZEN_IF_LOCKED}"
 PROJECT_SYNC_COMMAND = f"cd {PROJECT_DIR} && uv sync --no-dev {_FROZEN_IF_LOCKED}"
@@ -55,6 +65,22 @@ BOOT_CHECK_COMMAND = (
     "python -c \"import sys, numpy, scipy, h5py, policyengine_us_data; "
     f"assert sys.prefix == '{VENV_DIR}', sys.prefix\""
 )
+
+
+def project_ignore(project_root: str | Path = LOCAL_PROJECT_ROOT) -> Callable[[Path], bool]:
+    """Exclude PROJECT_IGNORE and everything inside any run directory (a directory holding `.runner/`)."""
+    root = Path(project_root)
+    matcher = modal.FilePatternMatcher(*PROJECT_IGNORE)
+
+    @functools.lru_cache(maxsize=None)
+    def run_dir(rel_dir: Path) -> bool:
+        return rel_dir != Path(".") and (root / rel_dir / RUNNER_DIRNAME).is_dir()
+
+    def ignore(path: Path) -> bool:
+        rel = path.relative_to(root) if path.is_absolute() else path
+        return matcher(rel) or run_dir(rel) or any(run_dir(parent) for parent in rel.parents)
+
+    return ignore
 
 
 def build_image(project_root: str | Path = LOCAL_PROJECT_ROOT) -> modal.Image:
@@ -69,7 +95,7 @@ def build_image(project_root: str | Path = LOCAL_PROJECT_ROOT) -> modal.Image:
         image = image.add_local_file(root / "uv.lock", f"{PROJECT_DIR}/uv.lock", copy=True)
     return (
         image.run_commands(DEPS_SYNC_COMMAND, env=UV_BUILD_ENV)
-        .add_local_dir(root, PROJECT_DIR, copy=True, ignore=PROJECT_IGNORE)
+        .add_local_dir(root, PROJECT_DIR, copy=True, ignore=project_ignore(root))
         .run_commands(PROJECT_SYNC_COMMAND, env=UV_BUILD_ENV)
         .env(IMAGE_ENV)
         .run_commands(BOOT_CHECK_COMMAND)

@@ -3,7 +3,8 @@
 Runs only with MODAL_SMOKE=1 and Modal credentials (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or a
 ~/.modal.toml), after `modal deploy policyengine_us_data/modal_app/app.py`. It uploads a toy build
 state and one chunk plan to the staging volume under a fresh run id, calls the deployed worker,
-reads the shard back and removes the run directory.
+reads the shard back and removes the run directory; then runs the coordinator on 30 synthetic
+households (2 chunks, 2 workers, the real policyengine-us) and reads the matrix back.
 """
 
 from __future__ import annotations
@@ -70,5 +71,23 @@ def test_deployed_worker_writes_a_shard_on_the_volume(tmp_path):
         assert outcomes[0]["ok"], outcomes[0]
         shard = b"".join(volume.read_file(f"/{run_id}/matrix_chunks/chunk_000000.npz"))
         assert shard[:2] == b"PK" and len(shard) > 100
+    finally:
+        volume.remove_file(f"/{run_id}", recursive=True)
+
+
+def test_deployed_coordinator_runs_the_pipeline_on_synthetic_households():
+    """The whole production path, small: the coordinator's runner fans 2 chunks out to the deployed workers."""
+    from policyengine_us_data.modal_app import APP_NAME, COORDINATOR_FUNCTION
+
+    run_id = "smoke-" + new_run_id()
+    coordinator = modal.Function.from_name(APP_NAME, COORDINATOR_FUNCTION)
+    volume = modal.Volume.from_name(STAGING_VOLUME_NAME, create_if_missing=False)
+    try:
+        result = coordinator.remote(run_id, ["--backend", "modal", "--num-matrix-workers", "2", "--households", "30",
+                                             "--n-clones", "2", "--chunk-size", "30"], synthetic=True)
+        assert result["status"] == 0, result["error"]
+        assert "No report.md" not in result["report"]
+        matrix = b"".join(volume.read_file(f"/{run_id}/run/matrix/X.npz"))
+        assert matrix[:2] == b"PK"
     finally:
         volume.remove_file(f"/{run_id}", recursive=True)

@@ -19,7 +19,7 @@ class ReadyCall:
     def get(self, timeout: float | None = None) -> Any:
         return self.outcomes
 
-    def cancel(self) -> None:
+    def cancel(self, terminate_containers: bool = False) -> None:
         pass
 
 
@@ -30,11 +30,12 @@ class LocalWorkerHandle:
         self.root = Path(root)
         self.batches: list[list[int]] = []
 
-    def spawn(self, *, run_id: str, chunk_ids: list[int]) -> ReadyCall:
+    def spawn(self, *, run_id: str, chunk_ids: list[int], code_identity: str | None = None) -> ReadyCall:
         from policyengine_us_data.modal_app.app import build_matrix_chunk_worker
 
         self.batches.append(list(chunk_ids))
-        return ReadyCall(build_matrix_chunk_worker.local(run_id, chunk_ids, staging_root=str(self.root)))
+        return ReadyCall(build_matrix_chunk_worker.local(run_id, chunk_ids, staging_root=str(self.root),
+                                                         code_identity=code_identity))
 
 
 class RecordingVolume:

@@ -161,7 +161,15 @@ class RetryBook:
     def record(self, outcome: dict[str, Any]) -> bool:
         """Book one outcome; True means the chunk should be tried again."""
         chunk_id = int(outcome["chunk_id"])
+        if outcome.get("ok") and outcome.get("reused"):  # a verified shard a retried worker found on the volume
+            self.report.skipped.append(chunk_id)
+            return False
         self.report.add_timing(outcome.get("worker", "?"), chunk_id, outcome.get("start", 0.0), outcome.get("end", 0.0))
+        if outcome.get("fatal"):  # retrying cannot help (e.g. a stale deploy): fail now
+            error = str(outcome.get("error", "unknown error"))
+            self.report.failures.append(ChunkFailure(chunk_id, error, str(outcome.get("traceback", "")),
+                                                     self.attempts.get(chunk_id, 1)))
+            return False
         if outcome.get("ok"):
             result = ChunkResult.from_json(outcome["result"])
             self.report.results.append(result)

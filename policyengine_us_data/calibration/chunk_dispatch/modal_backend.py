@@ -1,10 +1,14 @@
 """Fan chunks out over Modal containers from inside the coordinator's container.
 
-The coordinator (the app's `build_matrix` function, with the staging volume mounted) publishes the
-plans, spawns one `build_matrix_chunk_worker` call per contiguous batch of chunk ids, and collects
-every call, so one failing batch never stops the others. Workers commit the volume after writing;
-the coordinator reloads it before it trusts a shard. A shard that is present and verifies is never
-rebuilt: resuming with the same run id picks up where the last attempt stopped.
+The coordinator (the runner's dispatch step inside the app's `build_matrix` function, with the staging
+volume mounted) takes the run id's lease, publishes the plans, spawns one `build_matrix_chunk_worker`
+call per contiguous batch of chunk ids, and waits for each call with a timeout derived from the chunk
+time, so one failing or hung batch never stops the others. A batch that crashes or times out is
+cancelled; the chunks it committed are kept and the rest are resubmitted in smaller batches, a bounded
+number of times. Workers commit the volume after every chunk; the coordinator reloads it before it
+trusts a shard. A shard that is present and verifies is never rebuilt: resuming with the same run id
+picks up where the last attempt stopped. Every call carries the coordinator's code identity; a worker
+of another deploy refuses to run (no retry: redeploy).
 """
 
 from __future__ import annotations
@@ -37,13 +41,25 @@ from policyengine_us_data.calibration.chunk_dispatch.worker import (
     volume_plans,
     write_plans,
 )
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan
+from policyengine_us_data.calibration.chunk_dispatch.lease import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_STALE_AFTER_S,
+    RunLease,
+    VolumeSync,
+)
+from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.errors import ArtifactError, InputError
 from policyengine_us_data.modal_app import APP_FILE, APP_NAME, STAGING_VOLUME_NAME, WORKER_FUNCTION
 from policyengine_us_data.utils.atomic import atomic_path
+from policyengine_us_data.utils.code_identity import code_identity
 
 SHARDS_MODULE = "policyengine_us_data.calibration.shards"
 MAX_CONCURRENT_GETS = 64
+# Declared cost of one production chunk before any is measured: 25,000 columns took 323 s (bench_kernel);
+# real enhanced-CPS households are larger. Start-up covers queueing, cold start, import and first simulation.
+DEFAULT_CHUNK_SECONDS = 600.0
+DEFAULT_STARTUP_SECONDS = 900.0
+DEFAULT_TIMEOUT_FACTOR = 3.0
 SETUP_HINT = (
     "Run `modal token new` to log in, `modal deploy {app}` to deploy the app, "
     "or build on this machine instead with the local backend (`--backend local` / `--no-parallel`)."
@@ -128,6 +144,12 @@ class ModalChunkDispatcher(ChunkDispatcher):
         volume: Any = None,
         resume: bool = True,
         verify: Callable[..., bool] = shard_verifies,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        startup_seconds: float = DEFAULT_STARTUP_SECONDS,
+        timeout_factor: float = DEFAULT_TIMEOUT_FACTOR,
+        lease_stale_after: float = DEFAULT_STALE_AFTER_S,
+        lease_heartbeat: float = DEFAULT_HEARTBEAT_S,
+        code: str | None = None,
     ) -> None:
         if not isinstance(num_workers, int) or num_workers < 1:
             raise InputError(f"--num-matrix-workers must be a positive integer, got {num_workers!r}")
@@ -135,6 +157,8 @@ class ModalChunkDispatcher(ChunkDispatcher):
             raise InputError(f"chunks per worker must be >= 1, got {chunks_per_worker}")
         if max_retries < 0:
             raise InputError(f"max_retries must be >= 0, got {max_retries}")
+        if min(chunk_seconds, timeout_factor) <= 0 or startup_seconds < 0:
+            raise InputError("chunk seconds and the timeout factor must be > 0, start-up seconds >= 0")
         self.run_id = validate_run_id(run_id) if run_id else new_run_id()
         self.num_workers = num_workers
         self.chunks_per_worker = chunks_per_worker
@@ -145,6 +169,13 @@ class ModalChunkDispatcher(ChunkDispatcher):
         self.resume = resume
         self.verify = verify
         self.plans_on_volume: list[ChunkPlan] = []
+        self.chunk_seconds = float(chunk_seconds)
+        self.startup_seconds = float(startup_seconds)
+        self.timeout_factor = float(timeout_factor)
+        self.slowest_chunk = 0.0
+        self.lease_stale_after = lease_stale_after
+        self.lease_heartbeat = lease_heartbeat
+        self.code = code or code_identity()  # workers refuse to run under another code identity
 
     def batches(self, chunk_ids: Sequence[int]) -> list[list[int]]:
         """Contiguous batches: `chunks_per_worker` each, or ceil(n / num_workers) when unset."""
@@ -153,32 +184,52 @@ class ModalChunkDispatcher(ChunkDispatcher):
         per = self.chunks_per_worker or math.ceil(len(chunk_ids) / self.num_workers)
         return contiguous_batches(chunk_ids, per)
 
+    def batch_timeout(self, n_chunks: int) -> float:
+        """How long to wait for a batch: container start-up plus `timeout_factor` x the slowest chunk seen
+        (or declared) per chunk. Past it the call is cancelled and its unfinished chunks resubmitted."""
+        per_chunk = max(self.chunk_seconds, self.slowest_chunk)
+        return self.startup_seconds + self.timeout_factor * per_chunk * n_chunks
+
     def dispatch(
         self,
         plans: Sequence[ChunkPlan],
         state_dir: str,
         on_result: ResultCallback | None = None,
     ) -> DispatchReport:
-        """Publish plans and state, skip verified shards, fan out, retry failed chunks in new batches."""
+        """Take the run id's lease, publish plans and state, skip verified shards, fan out, retry failures."""
         check_unique(plans)
         started = time.perf_counter()
         report = DispatchReport()
-        book = RetryBook(report, self.max_retries, on_result)
+        book = RetryBook(report, self.max_retries, self._measured(on_result))
         function, volume = self._handles()
-        self.plans_on_volume = volume_plans(plans, self.volume_root, self.run_id)
-        by_id = {plan.chunk_id: plan for plan in self.plans_on_volume}
-        _call(volume, "reload")
-        self._stage_state(state_dir)
-        write_plans(self.plans_on_volume, self.volume_root, self.run_id)
-        todo = sorted(by_id)
-        if self.resume:
-            report.skipped = [c for c in todo if self.verify(by_id[c], deep=True)]
-            finished = set(report.skipped)
-            todo = [c for c in todo if c not in finished]
-        _call(volume, "commit")
-        while todo:
-            todo = self._round(function, volume, todo, by_id, book)
+        sync = VolumeSync(volume)
+        lease = RunLease(run_dir(self.volume_root, self.run_id), self.run_id, sync,
+                         stale_after=self.lease_stale_after, heartbeat=self.lease_heartbeat)
+        lease.acquire()
+        try:
+            self.plans_on_volume = volume_plans(plans, self.volume_root, self.run_id)
+            by_id = {plan.chunk_id: plan for plan in self.plans_on_volume}
+            self._stage_state(state_dir)
+            write_plans(self.plans_on_volume, self.volume_root, self.run_id)
+            todo = sorted(by_id)
+            if self.resume:
+                report.skipped = [c for c in todo if self.verify(by_id[c], deep=True)]
+                finished = set(report.skipped)
+                todo = [c for c in todo if c not in finished]
+            sync.commit()
+            while todo:
+                todo = self._round(function, sync, todo, by_id, book)
+        finally:
+            lease.release()
         return report.finish(started)
+
+    def _measured(self, on_result: ResultCallback | None) -> ResultCallback:
+        """Track the slowest chunk so later batch timeouts follow measured, not only declared, chunk time."""
+        def record(result: ChunkResult) -> None:
+            self.slowest_chunk = max(self.slowest_chunk, float(result.seconds))
+            if on_result is not None:
+                on_result(result)
+        return record
 
     def _handles(self) -> tuple[Any, Any]:
         if self.function is not None:
@@ -201,42 +252,44 @@ class ModalChunkDispatcher(ChunkDispatcher):
                     shutil.copyfile(path, tmp)
 
     def _round(
-        self, function: Any, volume: Any, todo: list[int], by_id: dict[int, ChunkPlan], book: RetryBook
+        self, function: Any, sync: VolumeSync, todo: list[int], by_id: dict[int, ChunkPlan], book: RetryBook
     ) -> list[int]:
-        """Spawn one call per batch, gather every call; return the chunks to try again."""
+        """Spawn one call per batch, wait for each with its timeout; return the chunks to try again."""
         retry: list[int] = []
         calls: list[tuple[list[int], Any]] = []
         for batch in self.batches(todo):
             for chunk_id in batch:
                 book.start(chunk_id)
             try:
-                calls.append((batch, function.spawn(run_id=self.run_id, chunk_ids=batch)))
+                calls.append((batch, function.spawn(run_id=self.run_id, chunk_ids=batch, code_identity=self.code)))
             except Exception as exc:  # noqa: BLE001 - a batch that cannot start fails its chunks only
                 retry += [c for c in batch if book.fail(c, f"spawn failed: {type(exc).__name__}: {exc}")]
         if not calls:
             return retry
         try:
             with ThreadPoolExecutor(max_workers=min(len(calls), MAX_CONCURRENT_GETS)) as pool:
-                futures = {pool.submit(call.get): batch for batch, call in calls}
+                futures = {pool.submit(call.get, timeout=self.batch_timeout(len(batch))): (batch, call)
+                           for batch, call in calls}
                 for future in as_completed(futures):
-                    retry += self._collect(future, futures[future], volume, by_id, book)
+                    batch, call = futures[future]
+                    retry += self._collect(future, batch, call, sync, by_id, book)
         except BaseException:
             for _, call in calls:
                 with contextlib.suppress(Exception):
-                    call.cancel()
+                    call.cancel(terminate_containers=True)
             raise
         return retry
 
     def _collect(
-        self, future: Any, batch: list[int], volume: Any, by_id: dict[int, ChunkPlan], book: RetryBook
+        self, future: Any, batch: list[int], call: Any, sync: VolumeSync, by_id: dict[int, ChunkPlan],
+        book: RetryBook,
     ) -> list[int]:
         """Book one batch's outcomes; a shard must verify after reload to count as done."""
         try:
             outcomes = list(future.result())
-        except Exception as exc:  # noqa: BLE001 - the whole batch failed; its chunks are listed
-            error = f"worker call failed: {type(exc).__name__}: {exc}"
-            return [c for c in batch if book.fail(c, error, traceback_excerpt(exc))]
-        _call(volume, "reload")
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed or timed out
+            return self._salvage(batch, call, exc, sync, by_id, book)
+        sync.reload()
         retry: list[int] = []
         seen: set[int] = set()
         for outcome in outcomes:
@@ -254,11 +307,38 @@ class ModalChunkDispatcher(ChunkDispatcher):
                 retry.append(chunk_id)
         return retry
 
+    def _salvage(
+        self, batch: list[int], call: Any, exc: Exception, sync: VolumeSync, by_id: dict[int, ChunkPlan],
+        book: RetryBook,
+    ) -> list[int]:
+        """A batch that crashed or timed out: cancel it, keep the chunks it committed, retry the rest."""
+        if is_timeout(exc):
+            with contextlib.suppress(Exception):
+                call.cancel(terminate_containers=True)
+            error = (f"batch {batch[0]}..{batch[-1]} gave no result within {self.batch_timeout(len(batch)):.0f} s "
+                     f"(start-up {self.startup_seconds:.0f} s + {self.timeout_factor:g} x "
+                     f"{max(self.chunk_seconds, self.slowest_chunk):.0f} s per chunk); cancelled")
+        else:
+            error = f"worker call failed: {type(exc).__name__}: {exc}"
+        sync.reload()
+        retry: list[int] = []
+        for chunk_id in batch:
+            if self.verify(by_id[chunk_id], deep=True):
+                book.record({"chunk_id": chunk_id, "ok": True, "reused": True})
+            elif book.fail(chunk_id, error, traceback_excerpt(exc)):
+                retry.append(chunk_id)
+        return retry
 
-def _call(volume: Any, method: str) -> None:
-    """reload()/commit() when there is a volume handle; a local run (tests) has none."""
-    if volume is not None:
-        getattr(volume, method)()
+
+def is_timeout(exc: BaseException) -> bool:
+    """`FunctionCall.get(timeout=...)` raises modal.exception.TimeoutError when the time is up."""
+    if isinstance(exc, TimeoutError):
+        return True
+    try:
+        from modal.exception import TimeoutError as ModalTimeout
+    except ImportError:  # pragma: no cover - modal is a dependency
+        return False
+    return isinstance(exc, ModalTimeout)
 
 
 __all__ = ["ModalChunkDispatcher", "contiguous_batches", "lookup_worker", "new_run_id", "shard_verifies"]

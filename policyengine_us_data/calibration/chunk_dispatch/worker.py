@@ -14,17 +14,19 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from policyengine_us_data.calibration.chunk_dispatch.base import (
     Kernel,
     default_kernel,
     run_outcome,
     validate_run_id,
+    worker_name,
 )
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan
-from policyengine_us_data.errors import InputError
+from policyengine_us_data.errors import InputError, StaleWorkerCode
 from policyengine_us_data.utils.atomic import atomic_write_json
+from policyengine_us_data.utils.code_identity import code_identity
 
 DEFAULT_STAGING_ROOT = "/staging"
 STAGING_ROOT_ENV = "PE_STAGING_ROOT"
@@ -77,6 +79,26 @@ def read_plans(root: str | os.PathLike, run_id: str) -> dict[int, ChunkPlan]:
     return {plan.chunk_id: plan for plan in volume_plans(plans, root, run_id)}
 
 
+def check_code(expected: str | None) -> None:
+    """Refuse to run chunks for a coordinator whose code differs from this worker's (a stale deploy)."""
+    if not expected:
+        return
+    mine = code_identity()
+    if mine != expected:
+        raise StaleWorkerCode(
+            f"this worker runs code {mine[:12]}, the coordinator runs {expected[:12]}: the deployed app is "
+            "stale. Redeploy (`modal deploy policyengine_us_data/modal_app/app.py`) from the coordinator's "
+            "checkout and rerun with the same --run-id."
+        )
+
+
+def _already_built(plan: ChunkPlan) -> bool:
+    """A shard an earlier (crashed or preempted) attempt committed: whole, checksummed, this lineage."""
+    from policyengine_us_data.calibration.chunk_dispatch.modal_backend import shard_verifies
+
+    return shard_verifies(plan, deep=True)
+
+
 def run_worker_batch(
     run_id: str,
     chunk_ids: Sequence[int],
@@ -84,8 +106,17 @@ def run_worker_batch(
     root: str | os.PathLike | None = None,
     state_dir: str | os.PathLike | None = None,
     kernel: Kernel | None = None,
+    expected_code: str | None = None,
+    after_chunk: Callable[[], None] | None = None,
+    reuse: Callable[[ChunkPlan], bool] = _already_built,
 ) -> list[dict[str, Any]]:
-    """Run the kernel for `chunk_ids`; one JSON-able outcome per chunk, errors gathered, not raised."""
+    """Run the kernel for `chunk_ids`; one JSON-able outcome per chunk, errors gathered, not raised.
+
+    A chunk whose shard already verifies is reported `reused`, not recomputed (a retried or preempted
+    input restarts its whole batch). `after_chunk` runs after each computed chunk: in a container it
+    commits the volume, so a crash later in the batch loses at most the chunk in flight.
+    """
+    check_code(expected_code)
     base = staging_root(root)
     plans = read_plans(base, run_id)
     state = str(state_dir or run_dir(base, run_id) / STATE_DIRNAME)
@@ -99,6 +130,11 @@ def run_worker_batch(
                  "traceback": "", "worker": "", "start": 0.0, "end": 0.0}
             )
             continue
+        if reuse(plan):
+            outcomes.append({"chunk_id": plan.chunk_id, "ok": True, "reused": True, "worker": worker_name()})
+            continue
         Path(plan.shard_path).parent.mkdir(parents=True, exist_ok=True)
         outcomes.append(run_outcome(kernel, plan, state))
+        if after_chunk is not None:
+            after_chunk()
     return outcomes

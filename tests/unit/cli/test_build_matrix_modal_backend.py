@@ -23,14 +23,19 @@ def test_modal_backend_gives_the_local_matrix_with_shards_on_the_volume(tmp_path
     staging, handle = tmp_path / "staging", LocalWorkerHandle(tmp_path / "staging")
     local_dispatcher = DispatchChunks.make_dispatcher
 
-    def fake_dispatcher(args):
+    run_ids = []
+
+    def fake_dispatcher(args, run_id=None):
         if args.backend != "modal":
             return local_dispatcher(args)
-        return ModalChunkDispatcher(num_workers=2, run_id=args.run_id, volume_root=str(staging),
+        run_ids.append(args.run_id or run_id)
+        return ModalChunkDispatcher(num_workers=2, run_id=args.run_id or run_id, volume_root=str(staging),
                                     function=handle, volume=RecordingVolume())
 
     monkeypatch.setattr(DispatchChunks, "make_dispatcher", staticmethod(fake_dispatcher))
     monkeypatch.setattr("commands.dispatch_chunks.lookup_worker", lambda: None)
+    staging.mkdir()
+    monkeypatch.setenv("PE_STAGING_ROOT", str(staging))  # the mounted volume
     local, remote = tmp_path / "local", tmp_path / "remote"
     assert cli_main(["--run-dir", str(local), "--to", "assemble", "--db", str(db), *TOY]) == 0
     assert cli_main(["--run-dir", str(remote), "--to", "assemble", "--db", str(db), *TOY,
@@ -45,3 +50,21 @@ def test_modal_backend_gives_the_local_matrix_with_shards_on_the_volume(tmp_path
         f"chunk_{i:06d}.npz" for i in range(n)]
     assert handle.batches == [list(range(0, -(-n // 2))), list(range(-(-n // 2), n))]
     assert not list((remote / "chunks").glob("chunk_*.npz"))  # the shards stay on the volume
+    # rerun without --run-id: the run directory remembers r1, so nothing is recomputed on the volume
+    assert cli_main(["--run-dir", str(remote), "--to", "assemble", "--db", str(db), *TOY, "--backend", "modal",
+                     "--chunk-size", "15", "--force"]) == 0
+    rerun = json.loads((remote / "chunks" / "dispatch.json").read_text())["chunks"]
+    half = -(-rerun // 2)
+    assert run_ids == ["r1", "r1"] and handle.batches == [list(range(half)), list(range(half, rerun))]
+
+
+def test_modal_backend_without_a_mounted_volume_says_how_to_start_the_coordinator(tmp_path, monkeypatch, capsys):
+    db = make_target_db(tmp_path / "t.db", every_rule_targets([6], [601]))
+    monkeypatch.setattr("commands.dispatch_chunks.lookup_worker", lambda: None)  # credentials and a deployed app
+    monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path / "no-volume-here"))
+    code = cli_main(["--run-dir", str(tmp_path / "run"), "--to", "assemble", "--db", str(db), *TOY,
+                     "--backend", "modal"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no staging volume" in err and "modal run policyengine_us_data/modal_app/app.py" in err
+    assert not (tmp_path / "run" / "dataset").exists()  # validated before any step ran

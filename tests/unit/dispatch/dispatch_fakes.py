@@ -85,7 +85,7 @@ class FakeCall:
     def get(self, timeout: float | None = None) -> Any:
         return self._run()
 
-    def cancel(self) -> None:
+    def cancel(self, terminate_containers: bool = False) -> None:
         self.cancelled = True
 
 

@@ -62,8 +62,10 @@ def test_dispatch_spawns_one_call_per_batch_and_writes_shards_on_the_volume(tmp_
     assert sorted(p.name for p in chunk_dir.glob("chunk_*.npz")) == [f"chunk_{i:06d}.npz" for i in range(10)]
     assert [p.shard_path for p in d.plans_on_volume] == [str(chunk_dir / f"chunk_{i:06d}.npz") for i in range(10)]
     assert sorted(read_plans(tmp_path / "staging", RUN)) == list(range(10))
-    # reload before reading, commit after publishing state and plans, reload after every call
-    assert volume.calls[:2] == ["reload", "commit"] and volume.calls[2:] == ["reload"] * 4
+    # lease (reload, commit, reload to confirm), commit after publishing state and plans, reload after every
+    # call, commit the lease's removal
+    assert volume.calls == ["reload", "commit", "reload", "commit", *["reload"] * 4, "commit"]
+    assert not (tmp_path / "staging" / RUN / "lease.json").exists()
     staged = tmp_path / "staging" / RUN / "state"
     assert (staged / "build_state.json").read_text() == (state_dir / "build_state.json").read_text()
     assert (staged / "dataset.h5").read_bytes() == b"not really hdf5"

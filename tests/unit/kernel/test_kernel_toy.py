@@ -101,6 +101,17 @@ def test_resume_recomputes_only_damaged_chunks(toy_state, tmp_path, plan_kind):
     assert counts == {p.chunk_id: 2 if p.chunk_id in (0, 2, 3) else 1 for p in plans}
 
 
+def test_assembly_refuses_shards_of_another_lineage(toy_state, tmp_path):
+    """Two runs on one chunk directory: shards another build wrote must not enter this matrix."""
+    from policyengine_us_data.errors import ArtifactError
+
+    assembler, _ = chunked_matrix(toy_state, tmp_path / "chunks", 20)
+    assembler.signature = "another-run"  # the shards on disk are now another build's
+    every = ", ".join(str(chunk.chunk_id) for chunk in assembler.plans())
+    with pytest.raises(ArtifactError, match=rf"chunk\(s\) {every} carry another build's lineage"):
+        assembler.assemble()
+
+
 def test_changed_chunk_size_refuses_stale_shards(toy_state, tmp_path):
     chunk_dir = tmp_path / "chunks"
     chunked_matrix(toy_state, chunk_dir, 20)

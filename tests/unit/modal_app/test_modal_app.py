@@ -56,7 +56,15 @@ def test_worker_settings_through_info():
     assert info.volumes["/staging"].name == modal_app.STAGING_VOLUME_NAME == "local-area-staging"
     coordinator = app_module.build_matrix.info()
     assert coordinator.timeout == 14 * 3600 and coordinator.cpu == 8.0 and coordinator.memory_mib == 65536
-    assert list(coordinator.volumes) == ["/staging"]
+    assert list(coordinator.volumes) == ["/staging", "/pipeline-artifacts"]
+    assert coordinator.volumes["/pipeline-artifacts"].name == modal_app.ARTIFACTS_VOLUME_NAME == "pipeline-artifacts"
+
+
+def test_both_functions_are_nonpreemptible_and_the_worker_is_retried():
+    worker, coordinator = _decorator_keywords("build_matrix_chunk_worker"), _decorator_keywords("build_matrix")
+    assert ast.unparse(worker["nonpreemptible"]) == ast.unparse(coordinator["nonpreemptible"]) == "True"
+    assert ast.unparse(worker["retries"]) == "WORKER_RETRIES" and app_module.WORKER_RETRIES >= 1
+    assert "retries" not in coordinator  # a second coordinator would race the first for the lease
 
 
 def _decorator_keywords(function_name: str) -> dict[str, ast.expr]:
@@ -131,7 +139,7 @@ def test_worker_local_call_runs_the_kernel_without_a_volume(tmp_path, monkeypatc
     assert volume.calls == []  # not in a container: no reload, no commit
 
 
-def test_worker_in_a_container_reloads_then_commits(tmp_path, monkeypatch):
+def test_worker_in_a_container_reloads_then_commits_after_every_chunk(tmp_path, monkeypatch):
     from policyengine_us_data.calibration.chunk_dispatch import worker
 
     monkeypatch.setattr(worker, "default_kernel", lambda: _fake_kernel)
@@ -140,8 +148,26 @@ def test_worker_in_a_container_reloads_then_commits(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module, "staging_volume", volume)
     monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path))
     _publish(tmp_path, "r2")
-    outcomes = app_module.build_matrix_chunk_worker.local("r2", [1])
-    assert outcomes[0]["ok"] and volume.calls == ["reload", "commit"]
+    outcomes = app_module.build_matrix_chunk_worker.local("r2", [1, 2])
+    assert all(o["ok"] for o in outcomes)
+    assert volume.calls == ["reload", "commit", "commit", "commit"]  # one per chunk, one in `finally`
+
+
+def test_worker_of_another_code_identity_refuses_every_chunk(tmp_path, monkeypatch):
+    from policyengine_us_data.calibration.chunk_dispatch import worker
+
+    ran = []
+    monkeypatch.setattr(worker, "default_kernel", lambda: lambda plan, state: ran.append(plan))
+    _publish(tmp_path, "r4")
+    outcomes = app_module.build_matrix_chunk_worker.local("r4", [0, 1], staging_root=str(tmp_path),
+                                                          code_identity="0" * 64)
+    assert [(o["chunk_id"], o["ok"], o["fatal"]) for o in outcomes] == [(0, False, True), (1, False, True)]
+    assert "stale" in outcomes[0]["error"] and "modal deploy" in outcomes[0]["error"] and not ran
+    from policyengine_us_data.utils.code_identity import code_identity
+
+    same = app_module.build_matrix_chunk_worker.local("r4", [0], staging_root=str(tmp_path),
+                                                      code_identity=code_identity())
+    assert not same[0].get("fatal") and len(ran) == 1
 
 
 def test_worker_gathers_setup_errors_per_chunk(tmp_path):
@@ -155,50 +181,102 @@ def test_worker_refuses_a_bad_run_id(tmp_path):
         app_module.build_matrix_chunk_worker.local("../etc", [0], staging_root=str(tmp_path))
 
 
-def test_pipeline_cli_args_give_one_flag_per_input():
-    args = app_module.pipeline_cli_args(chunked_matrix=True, parallel=True, num_workers=7, n_clones=3, chunk_size=11)
-    assert args == ["--chunked-matrix", "--parallel", "--num-matrix-workers", "7", "--n-clones", "3",
-                    "--chunk-size", "11"]
-    off = app_module.pipeline_cli_args(chunked_matrix=False, parallel=False, num_workers=1, n_clones=1, chunk_size=1)
-    assert off[:2] == ["--no-chunked-matrix", "--no-parallel"]
-    argv = app_module.coordinator_argv("r1", args)
-    from policyengine_us_data.calibration.unified_calibration import build_parser
+def test_runner_args_give_one_flag_per_input():
+    args = app_module.runner_args(parallel=True, num_workers=7, n_clones=3, chunk_size=11, target_households=12000)
+    assert args == ["--backend", "modal", "--num-matrix-workers", "7", "--n-clones", "3", "--chunk-size", "11",
+                    "--target-households", "12000"]
+    assert app_module.runner_args(parallel=False, num_workers=1, n_clones=1, chunk_size=1)[:2] == ["--backend", "local"]
+    from commands import build_matrix_runner
 
-    ns = build_parser().parse_args(argv)  # every flag is one the CLI accepts
-    assert (ns.chunked_matrix, ns.parallel, ns.num_matrix_workers, ns.n_clones, ns.chunk_size) == (True, True, 7, 3, 11)
-    assert ns.run_id == "r1" and ns.chunk_dir == "/staging/r1/matrix_chunks"
-    assert ns.package_output == "/staging/r1/package/calibration_package.pkl"
-    assert ns.output_dir == "/staging/r1/output"
+    ns = build_matrix_runner(ROOT / "never-created").build_parser().parse_args(
+        [*args, "--to", "assemble", "--run-id", "r1", "--dataset", "d.h5", "--db", "p.db"])
+    assert (ns.backend, ns.num_matrix_workers, ns.n_clones, ns.chunk_size, ns.target_households) == (
+        "modal", 7, 3, 11, 12000)
 
 
-def test_coordinator_runs_the_cli_and_returns_the_report(tmp_path, monkeypatch):
-    calls = []
+def _coordinator_env(tmp_path, monkeypatch, artifacts: dict[str, bytes] | None = None):
+    for name, sub in (("PE_STAGING_ROOT", "staging"), ("PE_ARTIFACTS_ROOT", "artifacts"), ("PE_RUN_SCRATCH", "scratch")):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    for rel, data in (artifacts or {}).items():
+        (tmp_path / "artifacts" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "artifacts" / rel).write_bytes(data)
 
-    def fake_main(argv):
-        calls.append(argv)
-        run = tmp_path / "r1"
-        (run / "package").mkdir(parents=True)
-        (run / "package" / "report.md").write_text("# Run r1\n\nall good\n")
-        return 0
 
-    module = types.ModuleType(app_module.CALIBRATION_MODULE)
-    module.main = fake_main
-    monkeypatch.setitem(sys.modules, app_module.CALIBRATION_MODULE, module)
-    monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path))
-    out = app_module.build_matrix.local("r1", ["--chunked-matrix", "--parallel"])
+def test_coordinator_runs_the_runner_under_the_lease_and_publishes_its_outputs(tmp_path, monkeypatch):
+    _coordinator_env(tmp_path, monkeypatch, {"cps/ecps.h5": b"h5", "policy_data.db": b"db"})
+    seen = {}
+
+    def fake_runner(command, env):
+        seen.update(command=list(command), env=env)
+        lease = json.loads((tmp_path / "staging" / "r1" / "lease.json").read_text())
+        assert env["PE_RUN_LEASE_HOLDER"] == lease["holder"]  # the runner's dispatch step inherits the lease
+        run_dir = Path(command[command.index("--run-dir") + 1])
+        (run_dir / "matrix").mkdir(parents=True)
+        (run_dir / "matrix" / "X.npz").write_bytes(b"matrix")
+        (run_dir / "report.md").write_text("# Run r1\n\nall good\n")
+        return 0, ""
+
+    monkeypatch.setattr(app_module, "run_runner", fake_runner)
+    out = app_module.build_matrix.local("r1", ["--backend", "modal"], dataset="artifacts:cps/ecps.h5",
+                                        db="artifacts:policy_data.db")
     assert out["status"] == 0 and out["report"] == "# Run r1\n\nall good\n"
-    assert calls[0][:2] == ["--chunked-matrix", "--parallel"] and "--run-id" in calls[0]
-    assert calls[0][calls[0].index("--chunk-dir") + 1] == str(tmp_path / "r1" / "matrix_chunks")
+    command = seen["command"]
+    assert command[:3] == [sys.executable, "-m", "commands.cli"]
+    assert command[command.index("--run-dir") + 1] == str(tmp_path / "scratch" / "r1")
+    assert command[command.index("--dataset") + 1] == str(tmp_path / "artifacts" / "cps" / "ecps.h5")
+    assert command[command.index("--db") + 1] == str(tmp_path / "artifacts" / "policy_data.db")
+    assert ["--to", "assemble"] == command[command.index("--to"):command.index("--to") + 2]
+    assert (tmp_path / "staging" / "r1" / "run" / "matrix" / "X.npz").read_bytes() == b"matrix"
+    assert not (tmp_path / "staging" / "r1" / "lease.json").exists()  # released
 
 
-def test_coordinator_reports_a_failure_instead_of_raising(tmp_path, monkeypatch):
-    module = types.ModuleType(app_module.CALIBRATION_MODULE)
-
-    def broken(argv):
-        raise RuntimeError("kaput")
-
-    module.main = broken
-    monkeypatch.setitem(sys.modules, app_module.CALIBRATION_MODULE, module)
-    monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path))
-    out = app_module.build_matrix.local("r9", [])
+def test_coordinator_reports_the_runners_failure(tmp_path, monkeypatch):
+    _coordinator_env(tmp_path, monkeypatch)
+    monkeypatch.setattr(app_module, "run_runner", lambda command, env: (1, "step dispatch failed: kaput\n"))
+    out = app_module.build_matrix.local("r9", [], synthetic=True)
     assert out["status"] == 1 and "kaput" in out["error"] and "No report.md" in out["report"]
+
+
+def test_coordinator_refuses_a_run_id_another_live_coordinator_holds(tmp_path, monkeypatch):
+    _coordinator_env(tmp_path, monkeypatch)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+        import time
+
+        lease = {"holder": f"{socket.gethostname()}:{sleeper.pid}", "host": socket.gethostname(), "pid": sleeper.pid,
+                 "container": "", "heartbeat": time.time(), "heartbeat_utc": "now"}
+        (tmp_path / "staging" / "r5").mkdir()
+        (tmp_path / "staging" / "r5" / "lease.json").write_text(json.dumps(lease))
+        monkeypatch.setattr(app_module, "run_runner", lambda *a: pytest.fail("must not run"))
+        out = app_module.build_matrix.local("r5", [], synthetic=True)
+        assert out["status"] == 3 and f"pid {sleeper.pid}" in out["error"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    monkeypatch.setattr(app_module, "run_runner", lambda command, env: (0, ""))
+    assert app_module.build_matrix.local("r5", [], synthetic=True)["status"] == 0  # its holder is dead: taken over
+
+
+def test_the_image_leaves_out_run_directories_and_data(tmp_path):
+    for rel in ("policyengine_us_data/x.py", "matrix-run/matrix/X.npz", "my-run/.runner/journal.json",
+                "my-run/chunks/chunk_000000.npz", "my-run/report.md", "my_ecps.h5", "staging/r/matrix_chunks/a",
+                "tests/support/toy_simulator.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    ignore = images.project_ignore(tmp_path)
+    kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                  if p.is_file() and not ignore(p.relative_to(tmp_path)))
+    assert kept == ["policyengine_us_data/x.py", "tests/support/toy_simulator.py"]
+    assert ignore(tmp_path / "my-run" / "report.md")  # absolute paths too
+    assert "ignore=project_ignore(root)" in Path(images.__file__).read_text()
+
+
+def test_the_report_of_a_failed_run_starts_with_the_failure():
+    ok = {"run_id": "r", "status": 0, "error": "", "report": "# Run r\n"}
+    assert app_module.report_text(ok) == "# Run r\n"
+    refused = {"run_id": "r", "status": 3, "error": "run id 'r' is in use by another coordinator (pid 7)\n",
+               "report": "_No report.md was written._\n"}
+    text = app_module.report_text(refused)
+    assert text.startswith("**Run `r` failed (status 3).**") and "pid 7" in text and text.endswith("written._\n")

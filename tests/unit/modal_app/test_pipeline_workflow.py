@@ -14,20 +14,24 @@ ROOT = Path(__file__).resolve().parents[3]
 WORKFLOW = ROOT / ".github" / "workflows" / "pipeline.yaml"
 # workflow input -> flag of the `modal run ... app.py::main` entrypoint
 ENTRYPOINT_FLAG = {
-    "chunked_matrix": "--chunked-matrix",
-    "parallel": "--parallel",
+    "dataset": "--dataset",
+    "db": "--db",
+    "synthetic": "--synthetic",
+    "resume": "--no-resume",
+    "run_id": "--run-id",
+    "parallel": "--no-parallel",
     "num_workers": "--num-workers",
     "n_clones": "--n-clones",
     "chunk_size": "--chunk-size",
-    "run_id": "--run-id",
+    "target_households": "--target-households",
 }
-# entrypoint parameter -> unified_calibration flag
-CALIBRATION_FLAG = {
-    "chunked_matrix": "--chunked-matrix",
-    "parallel": "--parallel",
+# entrypoint parameter -> runner flag
+RUNNER_FLAG = {
+    "parallel": "--backend",
     "num_workers": "--num-matrix-workers",
     "n_clones": "--n-clones",
     "chunk_size": "--chunk-size",
+    "target_households": "--target-households",
 }
 
 
@@ -46,10 +50,12 @@ def _steps(doc: dict) -> list[dict]:
 def test_dispatch_inputs_and_defaults():
     inputs = _on(_load())["workflow_dispatch"]["inputs"]
     assert set(ENTRYPOINT_FLAG) == set(inputs)
-    assert inputs["chunked_matrix"]["type"] == inputs["parallel"]["type"] == "boolean"
-    assert (inputs["num_workers"]["default"], inputs["n_clones"]["default"], inputs["chunk_size"]["default"]) == (
-        50, 430, 25000)
-    assert all(inputs[k]["type"] == "number" for k in ("num_workers", "n_clones", "chunk_size"))
+    assert all(inputs[k]["type"] == "boolean" for k in ("synthetic", "resume", "parallel"))
+    assert (inputs["synthetic"]["default"], inputs["resume"]["default"], inputs["parallel"]["default"]) == (
+        False, True, True)
+    assert (inputs["num_workers"]["default"], inputs["n_clones"]["default"], inputs["chunk_size"]["default"],
+            inputs["target_households"]["default"]) == (50, 430, 25000, 12000)
+    assert all(inputs[k]["type"] == "string" for k in ("dataset", "db", "run_id"))
 
 
 def test_every_input_reaches_an_entrypoint_flag():
@@ -66,16 +72,16 @@ def test_every_input_reaches_an_entrypoint_flag():
         assert "${{ inputs." not in script  # inputs go through env, never pasted into the script
 
 
-def test_entrypoint_takes_every_flag_and_maps_it_to_the_calibration_cli():
+def test_entrypoint_takes_every_flag_and_maps_it_to_the_runner():
     params = inspect.signature(app_module.main.info.raw_f).parameters
     for name in ENTRYPOINT_FLAG:
         assert name in params, f"entrypoint has no --{name.replace('_', '-')}"
-    args = app_module.pipeline_cli_args(chunked_matrix=True, parallel=True, num_workers=3, n_clones=5, chunk_size=9)
-    for name, flag in CALIBRATION_FLAG.items():
+    args = app_module.runner_args(parallel=True, num_workers=3, n_clones=5, chunk_size=9, target_households=7)
+    for name, flag in RUNNER_FLAG.items():
         assert flag in args, f"{name} does not reach {flag}"
-    assert args[args.index("--num-matrix-workers") + 1] == "3"
+    assert args[args.index("--num-matrix-workers") + 1] == "3" and args[args.index("--backend") + 1] == "modal"
     assert args[args.index("--n-clones") + 1] == "5" and args[args.index("--chunk-size") + 1] == "9"
-    assert "--run-id" in app_module.coordinator_argv("r", args)
+    assert args[args.index("--target-households") + 1] == "7"
 
 
 def test_workflow_deploys_then_runs_then_publishes_the_report():
@@ -87,3 +93,11 @@ def test_workflow_deploys_then_runs_then_publishes_the_report():
     assert deploy < run < publish
     assert "report.md" in runs[publish] and _steps(doc)[publish]["if"] == "always()"
     assert "--report-path report.md" in runs[run]
+
+
+def test_the_wait_for_the_coordinator_is_bounded_inside_the_job_timeout():
+    doc = _load()
+    job = doc["jobs"]["pipeline"]
+    script = next(s["run"] for s in _steps(doc) if "modal run" in s.get("run", ""))
+    assert 'timeout --signal=INT "${WAIT_MINUTES}m" modal run --detach' in script
+    assert int(job["env"]["WAIT_MINUTES"]) + 15 <= job["timeout-minutes"] <= 360  # GitHub-hosted jobs stop at 6 h
