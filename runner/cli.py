@@ -184,17 +184,18 @@ def format_table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def format_status(statuses: list[StepStatus], journal: Journal) -> str:
-    """The ``--status`` table: order, label, state, reason, finished, duration, output size."""
+def format_status(statuses: list[StepStatus], journal: Journal, run_dir: Path) -> str:
+    """The ``--status`` table (order, label, state, reason in full, finished, duration, output size), under a
+    line naming the run directory it describes (a status run from elsewhere must say where it looked)."""
     rows = [["order", "label", "state", "reason", "finished", "duration", "output"]]
     for status in statuses:
         done = journal.last_done(status.label) if status.manifest else None
-        reason = printable(status.reason or "up to date")
         rows.append([f"{status.step.order:g}", status.label, _state(status, journal),
-                     reason if len(reason) <= 72 else reason[:71] + "…",
+                     printable(status.reason or "up to date"),
                      _when(done and done.get("end")), _duration(done and done.get("duration_s")),
                      human_bytes(done.get("bytes_written")) if done else "-"])
-    return format_table(rows)
+    exists = "" if run_dir.exists() else " (does not exist yet)"
+    return f"run directory: {printable(str(run_dir))}{exists}\n" + format_table(rows)
 
 
 def previous_build_note(statuses: list[StepStatus]) -> str:

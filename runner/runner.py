@@ -167,7 +167,7 @@ class CommandRunner:
         plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force, inputs=inputs,
                                reset_pending=pending)
         if ns.status:
-            self._print(cli.format_status(plan.statuses, journal))
+            self._print(cli.format_status(plan.statuses, journal, self.run_dir))
             kept = cli.previous_build_note(plan.statuses)
             if kept:
                 self._print(kept)

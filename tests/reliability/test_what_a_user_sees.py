@@ -94,3 +94,16 @@ def test_status_into_a_closed_pipe_ends_quietly(tmp_path: Path, toy_db: Path, fa
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err  # as a shell reports `yes | head -1`
     assert "Broken pipe" not in err and "Traceback" not in err
+
+
+def test_status_names_the_run_directory_and_prints_reasons_whole(tmp_path: Path, toy_db: Path, fast_report, capsys):
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    capsys.readouterr()
+    assert main_in_process(["--run-dir", str(run_dir), "--status", "--chunk-size", "12345"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"run directory: {run_dir}"
+    reason = next(line for line in out.splitlines() if line.split()[1:2] == ["dispatch"])
+    assert "…" not in out and "12345" in reason, out  # the whole reason, the changed value included
+    assert main_in_process(["--run-dir", str(tmp_path / "elsewhere"), "--status"]) == 0
+    assert f"run directory: {tmp_path / 'elsewhere'} (does not exist yet)" in capsys.readouterr().out

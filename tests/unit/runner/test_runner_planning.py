@@ -82,7 +82,8 @@ def test_list_status_and_dry_run_output(toy, capsys, run_dir):
     assert capsys.readouterr().out.split() == ["prepare", "cache", "dispatch", "verify", "assemble"]
     assert toy.main(["--status"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["order", "label", "state", "reason", "finished", "duration", "output"]
+    assert out.splitlines()[0] == f"run directory: {run_dir} (does not exist yet)"
+    assert out.splitlines()[1].split() == ["order", "label", "state", "reason", "finished", "duration", "output"]
     assert out.count("pending") == 5 and "never run" in out
     assert not run_dir.exists()  # reports are read-only
     toy.run(["--to", "cache"])
@@ -95,7 +96,7 @@ def test_list_status_and_dry_run_output(toy, capsys, run_dir):
     assert toy.toy.ran == ["prepare", "cache"]  # dry run ran nothing
     toy.main(["--status"])
     rows = capsys.readouterr().out.splitlines()
-    assert "done" in rows[1] and " B" in rows[1] and "s " in rows[1]
+    assert "done" in rows[2] and " B" in rows[2] and "s " in rows[2]
 
 
 def _write_step_module(path: Path, body: str) -> None:
