@@ -16,18 +16,20 @@ import re
 import socket
 import time
 import traceback
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
-from policyengine_us_data.errors import InputError
+from policyengine_us_data.errors import ArtifactError, InputError
 from policyengine_us_data.utils.atomic import TEMP_PREFIX
 
 Kernel = Callable[[ChunkPlan, str], ChunkResult]
 ResultCallback = Callable[[ChunkResult], None]
 
 KERNEL_MODULE = "policyengine_us_data.calibration.chunk_kernel"
+SHARDS_MODULE = "policyengine_us_data.calibration.shards"
 DEFAULT_MAX_RETRIES = 2
 TRACEBACK_LINES = 25
 TRACEBACK_CHARS = 4000
@@ -226,3 +228,24 @@ def validate_run_id(run_id: str) -> str:
             "digit, with no '/' and no '..' (e.g. --run-id 2024-06-01-full)"
         )
     return run_id
+
+
+def shard_verifies(plan: ChunkPlan, *, deep: bool) -> bool:
+    """True if the plan's shard is whole and from this build (`shards.verify_shard` when present)."""
+    path = Path(plan.shard_path)
+    if not path.is_file():
+        return False
+    try:
+        shards = importlib.import_module(SHARDS_MODULE)
+    except ImportError:
+        return zipfile.is_zipfile(path)
+    try:
+        shards.verify_shard(
+            path,
+            deep=deep,
+            lineage_signature=plan.lineage_signature,
+            expect_chunk=(plan.chunk_id, plan.col_start, plan.col_end),
+        )
+    except (ArtifactError, OSError, ValueError):
+        return False
+    return True

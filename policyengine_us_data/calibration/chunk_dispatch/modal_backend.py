@@ -14,12 +14,10 @@ of another deploy refuses to run (no retry: redeploy).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import secrets
 import shutil
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +29,7 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
     ResultCallback,
     RetryBook,
     check_unique,
+    shard_verifies,
     traceback_excerpt,
     validate_run_id,
 )
@@ -48,12 +47,11 @@ from policyengine_us_data.calibration.chunk_dispatch.lease import (
     VolumeSync,
 )
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
-from policyengine_us_data.errors import ArtifactError, InputError
+from policyengine_us_data.errors import InputError
 from policyengine_us_data.modal_app import APP_FILE, APP_NAME, STAGING_VOLUME_NAME, WORKER_FUNCTION
 from policyengine_us_data.utils.atomic import atomic_path
 from policyengine_us_data.utils.code_identity import code_identity
 
-SHARDS_MODULE = "policyengine_us_data.calibration.shards"
 MAX_CONCURRENT_GETS = 64
 # Declared cost of one production chunk before any is measured: 25,000 columns took 323 s (bench_kernel);
 # real enhanced-CPS households are larger. Start-up covers queueing, cold start, import and first simulation.
@@ -101,27 +99,6 @@ def lookup_volume() -> Any:
     import modal
 
     return modal.Volume.from_name(STAGING_VOLUME_NAME, create_if_missing=False)
-
-
-def shard_verifies(plan: ChunkPlan, *, deep: bool) -> bool:
-    """True if the plan's shard is whole and from this build (`shards.verify_shard` when present)."""
-    path = Path(plan.shard_path)
-    if not path.is_file():
-        return False
-    try:
-        shards = importlib.import_module(SHARDS_MODULE)
-    except ImportError:
-        return zipfile.is_zipfile(path)
-    try:
-        shards.verify_shard(
-            path,
-            deep=deep,
-            lineage_signature=plan.lineage_signature,
-            expect_chunk=(plan.chunk_id, plan.col_start, plan.col_end),
-        )
-    except (ArtifactError, OSError, ValueError):
-        return False
-    return True
 
 
 class ModalChunkDispatcher(ChunkDispatcher):

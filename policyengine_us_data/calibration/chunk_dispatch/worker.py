@@ -94,7 +94,7 @@ def check_code(expected: str | None) -> None:
 
 def _already_built(plan: ChunkPlan) -> bool:
     """A shard an earlier (crashed or preempted) attempt committed: whole, checksummed, this lineage."""
-    from policyengine_us_data.calibration.chunk_dispatch.modal_backend import shard_verifies
+    from policyengine_us_data.calibration.chunk_dispatch.base import shard_verifies
 
     return shard_verifies(plan, deep=True)
 

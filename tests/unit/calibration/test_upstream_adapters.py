@@ -14,7 +14,6 @@ from policyengine_us_data.calibration import entity_clone
 from policyengine_us_data.calibration.build_state import drop_inputs
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan
 from policyengine_us_data.calibration.clone_and_assign import (
-    GeographyAssignment,
     as_clone_geography,
     assign_random_geography,
 )
