@@ -177,12 +177,13 @@ from pathlib import Path
 sys.path.insert(0, {here!r})
 from dispatch_fakes import FakeKernel, make_plans
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
+from policyengine_us_data.utils.cli_process import exit_now
 kernel = FakeKernel(Path({attempts!r}), hold=60)
 try:
     LocalChunkDispatcher(workers=2, kernel=kernel).dispatch(make_plans(Path({chunks!r}), 6), {state!r})
 except KeyboardInterrupt:
     print("interrupted", flush=True)
-    sys.exit(130)
+    exit_now(130)  # as the command lines leave: no wait on interpreter teardown
 """
 
 
