@@ -176,9 +176,10 @@ class LocalChunkDispatcher(ChunkDispatcher):
                     for plan in pool.collect(SIGNAL_POLL_SECONDS):
                         pool.submit(plan)
             except BaseException:
-                _stop_now(pool.executor)  # kills and joins the workers itself; the pool's own bookkeeping
-                raise  # threads are not waited for (after a kill they can block: a CI run hung there)
-            pool.executor.shutdown(wait=True)
+                _stop_now(pool.executor)
+                raise
+            finally:
+                pool.executor.shutdown(wait=True)
 
 
 class _Pool:

@@ -172,18 +172,22 @@ def test_no_plans_is_an_empty_report(state_dir, kernel):
 
 
 CTRL_C_SCRIPT = """
+import signal
 import sys
 from pathlib import Path
+# A terminal's foreground job takes Ctrl-C; a test run started in the background (nohup, `cmd &` in a
+# script) passes SIGINT down as ignored, which a dispatch rightly keeps ignoring. Start as the terminal would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT, signal.SIGTERM}})
 sys.path.insert(0, {here!r})
 from dispatch_fakes import FakeKernel, make_plans
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
-from policyengine_us_data.utils.cli_process import exit_now
 kernel = FakeKernel(Path({attempts!r}), hold=60)
 try:
     LocalChunkDispatcher(workers=2, kernel=kernel).dispatch(make_plans(Path({chunks!r}), 6), {state!r})
 except KeyboardInterrupt:
     print("interrupted", flush=True)
-    exit_now(130)  # as the command lines leave: no wait on interpreter teardown
+    sys.exit(130)
 """
 
 
