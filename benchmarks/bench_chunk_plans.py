@@ -29,29 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from policyengine_us_data.calibration.build_state import load_build_state, write_build_state  # noqa: E402
+from policyengine_us_data.calibration.build_state import load_build_state  # noqa: E402
 from policyengine_us_data.calibration.chunk_kernel import peak_rss_mb, run_chunk, warm_up  # noqa: E402
 from policyengine_us_data.calibration.chunk_dispatch.plan import plan_production  # noqa: E402
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, chunk_columns, partition_plan  # noqa: E402
-from policyengine_us_data.calibration.default_targets import default_targets_path  # noqa: E402
 from policyengine_us_data.calibration.geography import assign_geography  # noqa: E402
-from policyengine_us_data.calibration.simulator import get_simulator  # noqa: E402
-from policyengine_us_data.calibration.targets import load_targets  # noqa: E402
-from policyengine_us_data.datasets.synthetic import generate_synthetic  # noqa: E402
+from bench_kernel import state_with_clones  # noqa: E402  (the same build state as the kernel benchmark)
 
 PLANS = ("contiguous", "state")
 PRODUCTION = (12_000, 430, 50)  # households, clones, workers
-
-
-def make_state(root: Path, clones: int) -> Path:
-    data = generate_synthetic()
-    simulator = get_simulator("policyengine")
-    table = load_targets(default_targets_path(), 2024, known_variables=simulator.known_variables(),
-                         uprating=simulator.uprating())
-    state = root / "state"
-    write_build_state(state, data=data, geography=assign_geography(data.n_households, clones, seed=1),
-                      targets=table, year=2024, rerandomize_takeup=True)
-    return state
 
 
 def sample_chunks(kind: str, state_fips: np.ndarray, size: int, count: int) -> list[tuple[int, int, int]]:
@@ -145,7 +131,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-plans-") as tmp:
         root = Path(tmp)
-        state = make_state(root, args.clones)
+        state = state_with_clones(root, args.clones)
         start = time.perf_counter()
         warm_up(str(state))
         print(f"one-off warm-up of the parent (import, first simulation): {time.perf_counter() - start:.1f} s; "

@@ -36,8 +36,13 @@ STAGES = ("materialise", "simulate", "emit", "write")
 
 
 def make_state(root: Path, n_columns: int) -> Path:
+    """The embedded households with enough clones for `n_columns`, and every default target."""
+    return state_with_clones(root, -(-n_columns // generate_synthetic().n_households))
+
+
+def state_with_clones(root: Path, clones: int) -> Path:
+    """Build state for the embedded households x `clones` and every default target, uprated as a build does."""
     data = generate_synthetic()
-    clones = -(-n_columns // data.n_households)
     simulator = get_simulator("policyengine")
     table = load_targets(default_targets_path(), 2024, known_variables=simulator.known_variables(),
                          uprating=simulator.uprating())

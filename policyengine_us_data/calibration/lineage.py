@@ -135,15 +135,6 @@ def diff_lineage(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
-def file_sha256(path: str | os.PathLike, *, block: int = 1 << 20) -> str:
-    """sha256 of a file, read in 1 MiB blocks (datasets are too big to slurp)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _source_files(item: ModuleType | str | os.PathLike) -> list[tuple[str, Path]]:
     """(stable name, file) pairs for a module, a module name, a file or a directory of .py files."""
     if isinstance(item, ModuleType):

@@ -20,7 +20,6 @@ uploaded once under the run id (`stage_local_input`). Synthetic households only 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from policyengine_us_data.calibration.chunk_dispatch.worker import CHUNK_DIRNAME
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.modal_app import ARTIFACTS_MOUNT, ARTIFACTS_VOLUME_NAME, STAGING_MOUNT
 from policyengine_us_data.utils.atomic import atomic_path
+from policyengine_us_data.utils.hashing import file_sha256
 
 RUNNER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "commands.cli")
 RUN_SUBDIR = "run"
@@ -143,14 +143,6 @@ def find_report(run: Path) -> str:
 
 def outcome(run_id: str, status: int, argv: list[str], error: str, run: Path) -> dict[str, Any]:
     return {"run_id": run_id, "status": int(status), "argv": argv, "error": error, "report": find_report(run)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stage_local_input(volume: Any, run_id: str, path: str | os.PathLike, flag: str) -> str:

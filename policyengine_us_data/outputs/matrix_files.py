@@ -10,7 +10,6 @@ we write it and never read it back.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -24,6 +23,7 @@ from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
+from policyengine_us_data.utils.hashing import file_sha256
 from policyengine_us_data.utils.paths import check_output_file
 
 __all__ = [
@@ -65,20 +65,12 @@ def matrix_stats(matrix: sp.spmatrix) -> dict[str, Any]:
             "density": float(matrix.nnz / cells) if cells else 0.0}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_matrix(path: Path, matrix: sp.csr_matrix, compressed: bool) -> dict[str, Any]:
     # An open handle, not a name: save_npz appends ".npz" to names lacking it, which would miss the temp file.
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             sp.save_npz(handle, matrix, compressed=compressed)
-        info = {"sha256": _sha256(tmp), "bytes": os.path.getsize(tmp)}
+        info = {"sha256": file_sha256(tmp), "bytes": os.path.getsize(tmp)}
     return info
 
 

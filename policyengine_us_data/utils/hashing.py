@@ -1,11 +1,21 @@
-"""Content hashes of arrays, independent of the file format they were stored in."""
+"""Content hashes: of files (streamed), and of arrays independent of the file format they were stored in."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Mapping
 
 import numpy as np
+
+
+def file_sha256(path: str | os.PathLike, *, block: int = 1 << 20) -> str:
+    """sha256 of a file, read in 1 MiB blocks (datasets are too big to slurp)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def arrays_sha256(arrays: Mapping[str, np.ndarray], extra: str = "") -> str:

@@ -19,11 +19,11 @@ from policyengine_us_data.calibration.lineage import (
     ChunkManifest,
     build_lineage,
     diff_lineage,
-    file_sha256,
     lineage_signature,
     source_hash,
 )
 from policyengine_us_data.errors import LineageMismatch, ManifestError
+from policyengine_us_data.utils.hashing import file_sha256
 
 
 def make_lineage(**changes) -> dict:
