@@ -57,14 +57,14 @@ class AssembleCSR(BaseCommand):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out-of-core", action="store_true",
+        parser.add_argument("--out-of-core", action=argparse.BooleanOptionalAction, default=False,
                             help="assemble into memory-mapped arrays on disk (resident memory ~0.1x the CSR)")
         parser.add_argument("--package-output", default=None, metavar="PATH",
                             help="also write upstream's calibration_package.pkl here (inside the run directory "
                                  "when relative)")
 
     @classmethod
-    def validate(cls, args: argparse.Namespace) -> None:
+    def precheck(cls, args: argparse.Namespace) -> None:
         """Refuse a package path that cannot be written before anything is built (parents are never created
         outside the run directory)."""
         with domain_errors():

@@ -11,7 +11,8 @@ from commands.layout import RunLayout, write_json
 from policyengine_us_data.calibration.constraints import ConstraintCache
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.simulator import get_simulator
-from policyengine_us_data.calibration.targets import TargetTable, load_targets
+from policyengine_us_data.calibration.target_db import read_database
+from policyengine_us_data.calibration.targets import TargetTable, check_geo_levels, load_targets
 from policyengine_us_data.errors import InputError
 from runner import BaseCommand, BuildState
 
@@ -71,6 +72,15 @@ class BuildConstraintCache(BaseCommand):
         if not table.rows:
             raise InputError(f"no active targets selected from {db}: loosen the target filters")
         return db, table
+
+    @classmethod
+    def precheck(cls, args: argparse.Namespace) -> None:
+        """The filters and the database file itself, before policyengine-us is loaded for the variable checks."""
+        with domain_errors():
+            split_list(args.target_variables)
+            split_list(args.target_ids, int)
+            check_geo_levels(split_list(args.geo_levels))
+            read_database(args.db or str(default_targets_path()))
 
     @classmethod
     def validate(cls, args: argparse.Namespace) -> None:

@@ -78,7 +78,7 @@ class DispatchChunks(BaseCommand):
         parser.add_argument("--keep-chunks", action="store_true",
                             help="accepted for parity with unified_calibration: shards are this step's output, "
                                  "so the runner always keeps them (checkpointed, or on the Modal volume)")
-        parser.add_argument("--skip-takeup-rerandomize", action="store_true",
+        parser.add_argument("--skip-takeup-rerandomize", action=argparse.BooleanOptionalAction, default=False,
                             help="keep the dataset's take-up inputs instead of re-drawing them per clone")
 
     @staticmethod
@@ -91,9 +91,10 @@ class DispatchChunks(BaseCommand):
         return LocalChunkDispatcher(workers=args.workers)
 
     @classmethod
-    def validate(cls, args: argparse.Namespace) -> None:
+    def precheck(cls, args: argparse.Namespace) -> None:
         """Refuse a bad chunk size, worker count or run id, and Modal without credentials, a deployed app or a
-        mounted staging volume (outside the coordinator), before the runner touches the run directory."""
+        mounted staging volume (outside the coordinator), before the runner touches the run directory and
+        before policyengine-us is loaded."""
         with domain_errors():
             if args.chunk_size <= 0:
                 raise InputError(f"chunk size must be a positive integer, got {args.chunk_size}: "

@@ -64,8 +64,9 @@ class PrepareDataset(BaseCommand):
         return [args.dataset] if args.dataset else []
 
     @classmethod
-    def validate(cls, args: argparse.Namespace) -> None:
-        """Refuse bad counts and a missing or invalid dataset before the runner touches the run directory."""
+    def precheck(cls, args: argparse.Namespace) -> None:
+        """Refuse bad counts and a missing or invalid dataset before the runner touches the run directory
+        (all cheap: no simulator is loaded)."""
         with domain_errors():
             for name in ("households", "target_households", "n_clones"):
                 positive(name, getattr(args, name))

@@ -33,7 +33,7 @@ class VerifyShards(BaseCommand):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--deep", action="store_true",
+        parser.add_argument("--deep", action=argparse.BooleanOptionalAction, default=False,
                             help="re-hash every shard's content instead of trusting headers and sizes")
 
     def run(self, state: BuildState) -> None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from .fsutil import human_bytes, printable
-from .journal import Journal
-from .planning import Plan, Step, StepStatus
+from .fsutil import printable
+from .planning import Step
 
 RUNNER_DESTS = ("to", "reset_to", "force", "status", "list", "dry_run", "clean", "allow_dirty", "forget_params",
-                "adopt")
+                "adopt", "json")
 
 
 class UsageError(Exception):
@@ -53,6 +51,8 @@ def build_parser(prog: str | None, steps: list[Step]) -> argparse.ArgumentParser
     opts.add_argument("--force", action="store_true", help="rerun the --to step even if it is up to date")
     opts.add_argument("--status", action="store_true", help="print a table of every step and exit")
     opts.add_argument("--list", action="store_true", help="print the step labels in order and exit")
+    opts.add_argument("--json", action="store_true", help="with --status or --dry-run: print one JSON object "
+                      "for scripts instead of the text (keys in docs/contracts.md)")
     opts.add_argument("--dry-run", action="store_true", help="print what would run and why, change nothing")
     opts.add_argument("--clean", action="store_true", help="remove the files the runner wrote and its history "
                       "(files it did not write stay)")
@@ -97,7 +97,8 @@ def parse(parser: argparse.ArgumentParser, args: Sequence[str] | argparse.Namesp
 def _type_ok(action: argparse.Action, value: Any) -> bool:
     if value is None or value is action.default:
         return True
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # noqa: SLF001
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,  # noqa: SLF001
+                           argparse.BooleanOptionalAction)):
         return isinstance(value, bool)
     if action.nargs not in (None, "?"):
         return isinstance(value, (list, tuple)) and all(_type_ok(_single(action), v) for v in value)
@@ -159,74 +160,6 @@ def _kind(mode: int) -> str:
     return "is not a regular file"
 
 
-def _when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch)) if epoch else "-"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _state(status: StepStatus, journal: Journal) -> str:
-    if status.up_to_date:
-        return "done"
-    return "stale" if journal.last(status.label) or status.manifest else "pending"
-
-
-def format_table(rows: list[list[str]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def format_status(statuses: list[StepStatus], journal: Journal, run_dir: Path) -> str:
-    """The ``--status`` table (order, label, state, reason in full, finished, duration, output size), under a
-    line naming the run directory it describes (a status run from elsewhere must say where it looked)."""
-    rows = [["order", "label", "state", "reason", "finished", "duration", "output"]]
-    for status in statuses:
-        done = journal.last_done(status.label) if status.manifest else None
-        rows.append([f"{status.step.order:g}", status.label, _state(status, journal),
-                     printable(status.reason or "up to date"),
-                     _when(done and done.get("end")), _duration(done and done.get("duration_s")),
-                     human_bytes(done.get("bytes_written")) if done else "-"])
-    exists = "" if run_dir.exists() else " (does not exist yet)"
-    return f"run directory: {printable(str(run_dir))}{exists}\n" + format_table(rows)
-
-
-def previous_build_note(statuses: list[StepStatus]) -> str:
-    """When the last step is stale but its checkpoint is kept, how to get that build back."""
-    last = statuses[-1]
-    if last.manifest is not None and not last.up_to_date:
-        return f"the previous build is kept: --reset-to {last.label} brings it back"
-    return ""
-
-
 def format_list(steps: list[Step]) -> str:
     """``--list``: one label per line, in run order."""
     return "\n".join(step.label for step in steps)
-
-
-def format_dry_run(plan: Plan, allow_dirty: bool) -> str:
-    """``--dry-run``: what would run, from which checkpoint, and why."""
-    target = plan.statuses[plan.target].label
-    if not plan.to_run:
-        return f"nothing to run: every step up to {target} is up to date"
-    first = plan.to_run[0]
-    if first.resume:
-        start = f"resume {first.label} on its partial outputs (no reset)"
-    elif first.repair:
-        start = f"reset everything but {first.label}'s own outputs, which it repairs"
-    elif allow_dirty:
-        start = "keep the directory as it is (--allow-dirty)"
-    else:
-        start = f"reset the runner's files to the checkpoint of {plan.base.label if plan.base else '(empty)'}"
-    lines = [f"would {start}, then run:"]
-    lines += [f"  {s.label}: {s.reason}" for s in plan.to_run]
-    if plan.skipped:
-        lines.append("up to date: " + ", ".join(s.label for s in plan.skipped))
-    return "\n".join(lines)

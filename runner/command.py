@@ -68,7 +68,8 @@ class BaseCommand(abc.ABC):
                    the runner did not write is moved aside before the step runs; only changes under them are
                    taken as the step's. Empty: every file the step creates or changes is its output.
     Override ``input_files(args)`` to name files read from outside the run directory (their content joins the
-    fingerprint) and ``validate(args)`` to refuse bad input before the runner touches the run directory.
+    fingerprint), ``precheck(args)`` and ``validate(args)`` to refuse bad input before the runner touches the run
+    directory, and ``describe(args, run_dir)`` to add an estimate to ``--dry-run``.
     """
 
     resumable: ClassVar[bool] = False
@@ -88,6 +89,14 @@ class BaseCommand(abc.ABC):
         """Add the step's own flags. Called once per class, even when registered under two labels."""
 
     @classmethod
+    def precheck(cls, args: argparse.Namespace) -> None:
+        """The checks that need nothing slow (no heavy import, no simulation); raise InputError when bad.
+
+        The runner calls every step's ``precheck`` before any step's ``validate``, so a missing file named for
+        a late step is reported in seconds, not after an earlier step's slow validation. Default: nothing.
+        """
+
+    @classmethod
     def validate(cls, args: argparse.Namespace) -> None:
         """Check the flags and input files this step will use; raise InputError (exit 2) when they are bad.
 
@@ -103,6 +112,12 @@ class BaseCommand(abc.ABC):
         not. Default: none.
         """
         return ()
+
+    @classmethod
+    def describe(cls, args: argparse.Namespace, run_dir: Path) -> dict[str, Any] | None:
+        """What ``--dry-run`` says about this step beyond its reason: a JSON-able dict (its ``"summary"`` string
+        is printed; the rest joins ``--dry-run --json``), or None. Must be cheap and read-only. Default: None."""
+        return None
 
     @classmethod
     def code_identity(cls) -> dict[str, str] | str:

@@ -79,3 +79,24 @@ def _read_holder(fd: int) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def live_holder(path: Path) -> dict | None:
+    """The holder (pid, host, since) when a runner holds the lock at ``path`` now, else None.
+
+    For ``--status``: probes with a shared, non-blocking flock, released at once, on a file opened read-only
+    (nothing is created). A build starting in that same instant would see the lock taken and exit 3.
+    """
+    try:
+        fd = open_nofollow(Path(path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

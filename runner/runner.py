@@ -10,20 +10,21 @@ or lies inside the run directory, a symlink in ``.runner/``, ``CommandError(...,
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence, TextIO, TypeVar
+from typing import Any, Callable, Sequence, TextIO, TypeVar
 
-from . import cli
+from . import cli, status
 from .checkpoints import RUNNER_DIR, CheckpointError, CheckpointStore
 from .command import BaseCommand
 from .fsutil import UnsafeStateFile, check_state_dir, printable
 from .inputs import CACHE_NAME as INPUT_CACHE
 from .inputs import InputDigests
 from .journal import Journal
-from .lock import RunDirLock, RunDirLocked
-from .params import apply_remembered, explicit_dests
+from .lock import RunDirLock, RunDirLocked, live_holder
+from .params import MEMORY_NAME, ParamMemory, apply_remembered, explicit_dests, param_changes, remembered_values
 from .planning import ParamError, Plan, Step, make_plan
 from .ownership import RESET, read_state_json
 from .session import RunResult, Session
@@ -39,6 +40,7 @@ class CommandRunner:
         self.run_dir = Path(run_dir).absolute()
         self.name = name
         self.out: TextIO | None = None  # where reports go; None means sys.stdout at call time
+        self.on_event: Callable[[dict[str, Any]], None] | None = None  # step start/end, for progress displays
         self._steps: dict[str, Step] = {}
 
     # ------------------------------------------------------------------ registry
@@ -114,6 +116,11 @@ class CommandRunner:
     def _print(self, text: str) -> None:
         print(printable(text), file=self._out(), flush=True)
 
+    def emit(self, event: dict[str, Any]) -> None:
+        """Pass a progress event (``{"event": "step", "label", "status", ...}``) to ``on_event``, if set."""
+        if self.on_event is not None:
+            self.on_event(event)
+
     def _index(self, label: str, flag: str) -> int:
         if label not in self._steps:
             known = ", ".join(self.labels) or "(none registered)"
@@ -130,10 +137,10 @@ class CommandRunner:
         if ns.reset_to:
             self._index(ns.reset_to, "--reset-to")
         self._check_state_dirs()
-        self._remember(ns)
+        remembered = self._remember(ns)
         cli.check_input_files(self.steps, ns, self.run_dir)
         if ns.status or ns.dry_run:
-            return self._report(ns, target)
+            return self._report(ns, target, remembered)
         adopted = self._ensure_run_dir(ns)
         with RunDirLock(self.run_dir / RUNNER_DIR / "lock", self.run_dir):
             session = Session(self, ns)
@@ -141,17 +148,20 @@ class CommandRunner:
                 session.journal.note("_run_dir", "adopted", f"--adopt: building in {self.run_dir}, which held files")
             return session.execute(target)
 
-    def _remember(self, ns: argparse.Namespace) -> None:
-        """Unset output-defining flags keep the values of the step's last attempt (see params.py)."""
-        if getattr(ns, "forget_params", False) or not self.run_dir.is_dir():
-            return
-        store = CheckpointStore(self.run_dir)
-        journal = Journal(self.run_dir / RUNNER_DIR / "journal.json")
-        used = apply_remembered(ns, getattr(ns, "explicit_params", set()), self.steps, store, journal)
-        if used and not ns.status:
+    def _remember(self, ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
+        """Unset output-defining flags keep each step's remembered values (see params.py); returns them."""
+        if not self.run_dir.is_dir():
+            return {}
+        memory = ParamMemory(self.run_dir / RUNNER_DIR / MEMORY_NAME)
+        remembered = remembered_values(self.steps, memory, CheckpointStore(self.run_dir))
+        if getattr(ns, "forget_params", False):
+            return remembered
+        used = apply_remembered(ns, getattr(ns, "explicit_params", set()), remembered)
+        if used and not (ns.status or ns.dry_run and ns.json):
             self._print("remembered from the last run: " + ", ".join(used) + " (pass a flag to change it)")
+        return remembered
 
-    def _report(self, ns: argparse.Namespace, target: int) -> RunResult:
+    def _report(self, ns: argparse.Namespace, target: int, remembered: dict[str, dict[str, Any]]) -> RunResult:
         """--status and --dry-run: read-only, no lock, nothing written."""
         store = CheckpointStore(self.run_dir)
         journal = Journal(self.run_dir / RUNNER_DIR / "journal.json")
@@ -167,12 +177,13 @@ class CommandRunner:
         plan: Plan = make_plan(self.steps, ns, store, journal, target, ns.force, inputs=inputs,
                                reset_pending=pending)
         if ns.status:
-            self._print(cli.format_status(plan.statuses, journal, self.run_dir))
-            kept = cli.previous_build_note(plan.statuses)
-            if kept:
-                self._print(kept)
+            holder = live_holder(self.run_dir / RUNNER_DIR / "lock")
+            changes = param_changes(ns, getattr(ns, "explicit_params", set()), remembered)
+            report = status.status_report(plan.statuses, journal, self.run_dir, holder, remembered, changes)
+            self._print(json.dumps(report) if ns.json else status.format_status(report))
         if ns.dry_run:
-            self._print(cli.format_dry_run(plan, ns.allow_dirty))
+            report = status.dry_run_report(plan, ns, self.run_dir)
+            self._print(json.dumps(report) if ns.json else status.format_dry_run(report))
         return RunResult(0, skipped=tuple(s.label for s in plan.skipped))
 
     def _check_state_dirs(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -22,6 +23,7 @@ from .inputs import CACHE_NAME as INPUT_CACHE
 from .inputs import InputDigests
 from .journal import Journal
 from .ownership import ATTEMPT, RESET, Ownership, read_state_json, stat_keys, written
+from .params import MEMORY_NAME, ParamMemory
 from .planning import Plan, StepStatus, compare_parts, fingerprint, make_plan, step_parts
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -55,6 +57,7 @@ class Session:
         self.owned = Ownership(self.run_dir, self.store)
         self.journal = self._open_journal()
         self.inputs = InputDigests(self.hidden / INPUT_CACHE)
+        self.memory = ParamMemory(self.hidden / MEMORY_NAME)
         self.steps = runner.steps
         self.labels = [s.label for s in self.steps]
         self.ran: list[str] = []
@@ -146,6 +149,7 @@ class Session:
         self._restore(None)
         for label in self.store.labels():
             self.store.delete(label)
+        self.memory.clear()
         for name in ("journal.json", INPUT_CACHE, "owned.json"):
             (self.hidden / name).unlink(missing_ok=True)
         for log in (self.hidden / "logs").glob("*.log"):
@@ -224,11 +228,12 @@ class Session:
 
     def _validate(self, plan: Plan, skipped: tuple[str, ...]) -> RunResult | None:
         """Every step about to run checks its input first: bad input ends the run before anything is touched."""
-        for status in plan.to_run:
-            try:
-                status.step.cls.validate(self.ns)
-            except CommandError as exc:
-                return RunResult(exc.exit_code, f"step {status.label}: {exc}", skipped=skipped)
+        for check in ("precheck", "validate"):  # every quick check first: a late step's bad flag is found at once
+            for status in plan.to_run:
+                try:
+                    getattr(status.step.cls, check)(self.ns)
+                except CommandError as exc:
+                    return RunResult(exc.exit_code, f"step {status.label}: {exc}", skipped=skipped)
         return None
 
     def _prepare(self, plan: Plan) -> bool:
@@ -279,6 +284,8 @@ class Session:
         atomic_write_json(self.hidden / ATTEMPT, {"label": step.label, "outputs": list(step.cls.outputs),
                                                   "before": before}, compact=True)
         self.open_record = record = self.journal.start(step.label, fingerprint(parts), parts, status.reason)
+        self.memory.start(step.label, parts["params"])
+        self.runner.emit({"event": "step", "label": step.label, "status": "running", "reason": status.reason})
         state = BuildState(self.run_dir, tuple(self.labels[:index]), self.labels[index - 1] if index else None,
                            dirty, status.reason)
         log_path = self.runner.log_path(step.label)
@@ -290,6 +297,9 @@ class Session:
         manifest = None
         if outcome.status == "done":
             outcome, manifest = self._checkpoint(step.label, index, parts, previous, outcome)
+        self.memory.finish(step.label, outcome.status, parts["params"])  # a failed checkpoint is a failed outcome
+        self.runner.emit({"event": "step", "label": step.label, "status": outcome.status,
+                          "seconds": round(time.time() - record["start"], 3)})
         if manifest is None:
             self.journal.finish(record, outcome.status, error=outcome.error, peak_rss_bytes=outcome.peak_rss_bytes)
             self.open_record = None

@@ -267,7 +267,8 @@ def _disambiguate(rows: list[TargetRow]) -> list[TargetRow]:
     return [replace(r, name=f"{r.name}/stratum_{r.stratum_id}") if r.name in clashes else r for r in rows]
 
 
-def _check_filters(geo_levels: Collection[str] | None) -> None:
+def check_geo_levels(geo_levels: Collection[str] | None) -> None:
+    """Refuse a geo-level filter naming a level that does not exist (cheap: before any database read)."""
     bad = sorted(set(geo_levels or ()) - set(GEO_LEVELS))
     if bad:
         raise TargetError(f"unknown geo level(s) {bad} in the filter; use {', '.join(GEO_LEVELS)}.")
@@ -284,7 +285,7 @@ def load_targets(db_path: str | Path, year: int, *, variables: Collection[str] |
     VariableType, None skips it) apply to the rows kept, so a filter can leave out targets this policyengine-us
     version cannot compute. Every problem found is listed in one TargetError.
     """
-    _check_filters(geo_levels)
+    check_geo_levels(geo_levels)
     db = read_database(db_path)
     rows, problems = _select_rows(db, year, variables, geo_levels, target_ids, uprating)
     if known_variables is not None:
