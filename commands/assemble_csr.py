@@ -85,7 +85,7 @@ class AssembleCSR(BaseCommand):
             matrix = self._assemble(assembler, layout)
             inputs = load_build_state(layout.state_dir)
             dispatch = read_json(layout.dispatch_summary)
-            metadata = self._metadata(assembler, dispatch, time.perf_counter() - start)
+            metadata = self._metadata(assembler, dispatch, time.perf_counter() - start, state.completed)
             write_matrix_outputs(layout.matrix_dir, matrix, inputs.targets, inputs.geography, metadata)
             weights = initial_weights(inputs.data, inputs.n_clones)
             if package is not None:
@@ -115,12 +115,16 @@ class AssembleCSR(BaseCommand):
         path = layout.verify_dir / "verify.json"
         return read_json(path) if path.exists() else None
 
-    def _metadata(self, assembler, dispatch: dict, seconds: float) -> dict:
+    def _metadata(self, assembler, dispatch: dict, seconds: float, earlier: tuple[str, ...]) -> dict:
         return {
             "lineage_signature": assembler.signature,
             "lineage": assembler.lineage,
             "versions": versions(),
             "parameters": build_parameters(self.args),
-            "timings": {"dispatch_wall_seconds": dispatch.get("wall_seconds"), "assemble_seconds": round(seconds, 3)},
+            "timings": {"dispatch_wall_seconds": dispatch.get("wall_seconds"), "assemble_seconds": round(seconds, 3),
+                        "warm_up_seconds": dispatch.get("warm_up_seconds"),
+                        # the build's steps, each from its last successful run, this one so far included
+                        "total_seconds": round(sum(v for k, v in self.runner.step_seconds().items()
+                                                   if k in earlier) + seconds, 3)},
             "chunks": dispatch.get("chunks"),
         }

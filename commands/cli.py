@@ -19,11 +19,14 @@ HELP_EPILOG = f"""\
   --run-dir DIR   the run directory (default ./{DEFAULT_RUN_DIR}, or $BUILD_MATRIX_RUN_DIR)
   -q / -v         quieter (warnings only) / more verbose (debug, and third-party libraries' messages)
   --version       print the versions of this project, policyengine-us and modal, and exit
+  --progress json progress as one JSON object per line on stderr (steps, phases, chunks with columns and
+                  ETA), instead of the bar and log lines; warnings and errors stay plain text
 
 examples:
   {PROG} --to assemble                          build on the embedded default data
   {PROG} --status                               each step: done / stale (and why) / pending
-  {PROG} --dry-run --to assemble                what would run, and why
+  {PROG} --dry-run --to assemble                what would run, why, chunk count and time estimate
+  {PROG} --status --json                        the same table for scripts (keys: docs/contracts.md)
   {PROG} --reset-to dispatch --to assemble      keep the shards, redo verify and assemble
   {PROG} --to assemble --dataset ecps.h5 --db policy_data.db --n-clones 430 --chunk-size 25000
 
@@ -33,11 +36,13 @@ exit codes:
 """
 
 
-def _split_run_dir(argv: Sequence[str]) -> tuple[str, list[str]]:
+def _split_own_flags(argv: Sequence[str]) -> tuple[str, str, list[str]]:
+    """(--run-dir, --progress, the rest for the runner)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--run-dir", default=os.environ.get("BUILD_MATRIX_RUN_DIR", DEFAULT_RUN_DIR))
+    pre.add_argument("--progress", choices=("bar", "json"), default="bar")
     known, rest = pre.parse_known_args(list(argv))
-    return known.run_dir, rest
+    return known.run_dir, known.progress, rest
 
 
 def printable(text: str) -> str:
@@ -45,7 +50,8 @@ def printable(text: str) -> str:
 
 
 def summary_line(run_dir: Path) -> str | None:
-    """Where the matrix and report are, once `assemble` has written them."""
+    """Where the matrix and report are, once `assemble` has written them (never after --dry-run or --status,
+    where a matrix on disk may be stale)."""
     matrix = run_dir / "matrix" / "X.npz"
     if not matrix.exists():
         return None
@@ -59,17 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(version_line(PROG))
         return 0
     verbosity, argv = verbosity_from(argv)
-    configure_logging(verbosity)
+    try:
+        run_dir, progress, rest = _split_own_flags(argv)
+    except SystemExit:  # argparse's own message (a bad --progress value) is on stderr already
+        return 2
+    configure_logging(verbosity - 1 if progress == "json" else verbosity)  # JSON mode: the events, not INFO lines
     from commands import build_matrix_runner
+    from policyengine_us_data.utils import progress_events
 
-    run_dir, rest = _split_run_dir(argv)
-    runner = build_matrix_runner(run_dir)
+    progress_events.want_bar(progress == "bar")
+    runner = build_matrix_runner(run_dir, on_progress=progress_events.json_lines(sys.stderr)
+                                 if progress == "json" else None)
     try:
         code = runner.main(rest)
         if "-h" in rest or "--help" in rest:
             print(HELP_EPILOG)
         line = summary_line(Path(run_dir))
-        if code == 0 and line and "--to" in rest:
+        if code == 0 and line and "--to" in rest and not {"--dry-run", "--status"} & set(rest):
             print(printable(line))  # a run directory name that is not valid UTF-8 must not crash a good build
         sys.stdout.flush()
     except BrokenPipeError:  # `build-matrix --status | head -1`: the reader has gone, which is not an error

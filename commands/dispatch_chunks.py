@@ -19,6 +19,7 @@ from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
 from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir as volume_chunk_dir
 from policyengine_us_data.calibration.chunk_dispatch.worker import staging_root
 from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
+from policyengine_us_data.calibration.dispatch_estimate import estimate, measured_rate, planned_chunks
 from policyengine_us_data.calibration.chunked_matrix_assembler import (
     ChunkBuildError,
     ChunkedMatrixAssembler,
@@ -37,6 +38,19 @@ DEFAULT_CHUNK_SIZE = 1_000
 
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _households(args: argparse.Namespace, layout: RunLayout) -> int | None:
+    """The households the dataset step keeps, when known without reading --dataset."""
+    if not args.dataset:
+        return min(args.households, args.target_households or args.households)
+    if args.target_households:
+        return args.target_households
+    if layout.dataset_summary.exists():  # the dataset step read that file here before
+        summary = read_json(layout.dataset_summary)
+        if summary.get("source") == args.dataset:
+            return int(summary["households"])
+    return None
 
 
 class DispatchChunks(BaseCommand):
@@ -108,6 +122,29 @@ class DispatchChunks(BaseCommand):
                         "container. Start it with `modal run policyengine_us_data/modal_app/app.py --dataset FILE "
                         "--db FILE --run-id ID` (see the README's Modal section)")
 
+    @classmethod
+    def describe(cls, args: argparse.Namespace, run_dir: Path) -> dict | None:
+        """For --dry-run: the plan's chunk count and an estimate from the chunk times last measured here."""
+        layout = RunLayout(run_dir)
+        households = _households(args, layout)
+        if households is None:
+            return {"summary": "chunk count known once the dataset step has read --dataset", "chunks": None}
+        with domain_errors():
+            chunks, columns = planned_chunks(households, args.n_clones, args.seed, args.chunk_plan, args.chunk_size)
+        last = read_json(layout.dispatch_summary) if layout.dispatch_summary.exists() else None
+        rate = measured_rate(last)
+        workers = args.workers if args.backend == "local" else min(args.num_matrix_workers, chunks)
+        seconds = estimate(columns, workers, rate)
+        text = f"{chunks} {args.chunk_plan} chunks of at most {args.chunk_size} columns ({columns} columns)"
+        if seconds is None:
+            text += "; estimate: no measurement yet"
+        else:
+            text += (f"; estimate ~{seconds:.0f} s on {workers} worker(s) (from {rate['chunks_measured']} chunks "
+                     f"measured in this run directory's last dispatch, {rate['seconds_per_chunk']:.1f} s each"
+                     + (f", warm-up {rate['warm_up_seconds']:.0f} s" if rate["warm_up_seconds"] else "") + ")")
+        return {"summary": text, "chunks": chunks, "columns": columns, "chunk_plan": args.chunk_plan,
+                "chunk_size": args.chunk_size, "workers": workers, "estimate_s": seconds, "measured": rate}
+
     def dispatcher(self, layout: RunLayout):
         """The backend's dispatcher; on Modal without --run-id, this run directory's last run id (resume)."""
         previous = read_json(layout.dispatch_summary).get("run_id") if layout.dispatch_summary.exists() else None
@@ -153,6 +190,7 @@ class DispatchChunks(BaseCommand):
             "n_rows": meta["n_rows"],
             "n_columns": meta["n_columns"],
             "wall_seconds": getattr(report, "wall_seconds", 0.0) if report else 0.0,
+            "warm_up_seconds": getattr(dispatcher, "warm_up_seconds", None),
             "results": [r.to_json() for r in (report.results if report else [])],
         })
         LOG.info("dispatch: %d chunks computed, %d reused", len(resume_plan.todo), len(resume_plan.done))

@@ -216,6 +216,16 @@ class CommandRunner:
                                  "choose a run directory you can create and write to") from exc
         return foreign
 
+    def step_seconds(self) -> dict[str, float]:
+        """Each step's duration in its last successful attempt (from the journal), for a step's own report."""
+        journal = Journal(self.run_dir / RUNNER_DIR / "journal.json")
+        found = {}
+        for label in self.labels:
+            done = journal.last_done(label)
+            if done and isinstance(done.get("duration_s"), (int, float)):
+                found[label] = float(done["duration_s"])
+        return found
+
     def log_path(self, label: str) -> Path:
         """The step's log file; a step may send its subprocesses' output there (Python prints go there already)."""
         return self.run_dir / RUNNER_DIR / "logs" / f"{label}.log"

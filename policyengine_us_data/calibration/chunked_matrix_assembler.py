@@ -228,7 +228,9 @@ class ChunkedMatrixAssembler:
 
         dispatcher = self.dispatcher or LocalChunkDispatcher(workers=1)
         total = len(resume_plan.todo) + len(resume_plan.done)
-        with ChunkProgress(total=total, done=len(resume_plan.done), enabled=self.progress) as bar:
+        columns = sum(chunk.n_columns for chunk in resume_plan.done)
+        with ChunkProgress(total=total, done=len(resume_plan.done), enabled=self.progress,
+                           columns_total=self.n_columns, columns_done=columns) as bar:
 
             def record(result: ChunkResult) -> None:
                 manifest.record_result(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
@@ -130,6 +131,10 @@ class PolicyEngineSimulator:
     name = "policyengine"
 
     def __init__(self) -> None:
+        if "policyengine_us" not in sys.modules:  # a slow import is announced on one line before it starts
+            from policyengine_us_data.utils.progress_events import phase
+
+            phase("import", "start", "loading policyengine-us (about 40 s, once per process)")
         from policyengine_us import Simulation
         from policyengine_us.system import system
 

@@ -1,8 +1,9 @@
 """report.png: one figure a reviewer can read at a glance.
 
 Top: the chunk timeline, one lane per worker, one bar per chunk from its start to its finish.
-Bottom: seconds per chunk (stacked by kernel stage when recorded), peak RSS per chunk, and the
-distribution of |relative error| of the uncalibrated weights per geo level.
+Bottom: seconds per chunk (coloured by worker), peak RSS per chunk, and the distribution of |relative
+error| of the uncalibrated weights per geo level. Seconds are not stacked by kernel stage: the simulation is
+nearly all of every chunk, so such a plot showed one colour (report.md keeps the per-stage table).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import numpy as np
 
 from policyengine_us_data.utils.atomic import atomic_path
 
-STAGE_COLOURS = {"materialise": "#8da0cb", "simulate": "#fc8d62", "emit": "#66c2a5", "write": "#e78ac3",
-                 "other": "#b3b3b3"}
 MAX_LANES = 30  # more workers than this: lanes without labels, one colour
 MAX_TIMELINE_INCHES = 6.0
 LABEL_WIDTH = 28
@@ -77,33 +76,14 @@ def _chunk_axis(ax: Any) -> None:
     ax.set_xlabel("chunk")
 
 
-def _stage_parts(c: dict[str, Any]) -> dict[str, float]:
-    parts = {k: float(v) for k, v in c["timings"].items()}
-    parts["other"] = max(c["seconds"] - sum(parts.values()), 0.0)
-    return parts
-
-
 def _durations(ax: Any, chunks: list[dict[str, Any]], colours: dict[str, Any]) -> None:
     title = "Seconds per chunk"
     if not chunks:
         _nothing(ax, title, "no chunks ran")
         return
     ids = np.array([c["chunk_id"] for c in chunks])
-    if any(c["timings"] for c in chunks):
-        stages = list(dict.fromkeys(s for c in chunks for s in _stage_parts(c)))
-        bottom = np.zeros(len(chunks))
-        for i, stage in enumerate(stages):
-            heights = np.array([_stage_parts(c).get(stage, 0.0) for c in chunks])
-            colour = STAGE_COLOURS.get(stage, f"C{i}")
-            ax.bar(ids, heights, bottom=bottom, color=colour, width=_bar_width(chunks), label=stage)
-            bottom += heights
-        if bottom.max() > 0:
-            ax.set_ylim(0, bottom.max() * 1.3)  # headroom for the legend
-        ax.legend(fontsize=7, loc="upper right", ncols=min(len(stages), 3), framealpha=0.9)
-        title += " by kernel stage"
-    else:
-        ax.bar(ids, [c["seconds"] for c in chunks], color=[colours[c["worker"]] for c in chunks],
-               width=_bar_width(chunks))
+    ax.bar(ids, [c["seconds"] for c in chunks], color=[colours[c["worker"]] for c in chunks],
+           width=_bar_width(chunks))
     ax.set_title(title, loc="left", fontsize=11)
     _chunk_axis(ax)
     ax.set_ylabel("seconds")

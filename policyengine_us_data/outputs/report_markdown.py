@@ -91,8 +91,23 @@ def _header(report: Mapping[str, Any]) -> str:
         summary.append("No chunks ran in this invocation: all were already done.")
     summary.append(f"Before calibration the median absolute relative error is "
                    f"{_pct(overall['median_abs_rel_error'])}.")
+    times = _build_times((report.get("metadata") or {}).get("timings") or {})
+    if times:
+        summary.append(times)
     return "\n".join(["# Calibration matrix report", "", " ".join(summary), "",
                       f"![Chunk timeline, durations, peak memory and relative error by geo level]({REPORT_PNG})", ""])
+
+
+def _build_times(timings: Mapping[str, Any]) -> str:
+    """Total build time (the steps' last successful runs, summed) and its parts, as far as they were measured."""
+    parts = [(name, timings.get(key)) for name, key in (("warm-up", "warm_up_seconds"),
+                                                       ("dispatch with warm-up", "dispatch_wall_seconds"),
+                                                       ("assembly", "assemble_seconds"))]
+    shown = ", ".join(f"{name} {_dur(v)}" for name, v in parts if isinstance(v, (int, float)))
+    total = timings.get("total_seconds")
+    if isinstance(total, (int, float)):
+        return f"Build time {_dur(total)} in total" + (f" ({shown})." if shown else ".")
+    return f"Build time: {shown}." if shown else ""
 
 
 def _matrix_section(m: Mapping[str, Any]) -> str:

@@ -39,6 +39,7 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
 from policyengine_us_data.calibration.chunk_dispatch.deferred_signals import DeferredSignals
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.utils import progress_events
 
 LOG = logging.getLogger(__name__)
 _WORKER_KERNEL: Kernel | None = None
@@ -100,6 +101,7 @@ class LocalChunkDispatcher(ChunkDispatcher):
         self.max_retries = max_retries
         self.kernel = kernel
         self.warm_up = warm_up
+        self.warm_up_seconds: float | None = None  # measured by the last dispatch, when it warmed up
 
     def dispatch(
         self,
@@ -124,6 +126,7 @@ class LocalChunkDispatcher(ChunkDispatcher):
         return report.finish(started)
 
     def _run_serial(self, kernel: Kernel, plans: list[ChunkPlan], state_dir: str, book: RetryBook) -> None:
+        self._warm(state_dir)
         queue = deque(plans)
         while queue:
             plan = queue.popleft()
@@ -131,16 +134,27 @@ class LocalChunkDispatcher(ChunkDispatcher):
             if book.record(run_outcome(kernel, plan, state_dir)):
                 queue.append(plan)
 
-    def _prepare_parent(self, state_dir: str) -> None:
-        """Load policyengine-us (and one simulation) here, so every forked worker starts warm."""
+    def _warm(self, state_dir: str) -> None:
+        """The warm-up as its own phase, announced and timed: load the simulator and run one small simulation
+        (in the parent before forking, so every worker starts warm; serially, so the first chunk's time is
+        its own)."""
         started = time.perf_counter()
         if self.warm_up is True and self.kernel is None:
-            LOG.info("warm-up: loading the simulator and running one small simulation "
-                     "(policyengine-us: once per build, about 1-2 min)")
+            progress_events.phase("warm-up", "start", f"warming up {_simulator_name(state_dir)}: loading it and "
+                                  "running one small simulation (once per build; policyengine-us: about 1-2 min)")
             default_warm_up()(state_dir)
-            LOG.info("warm-up: done in %.0f s; starting %d workers", time.perf_counter() - started, self.workers)
         elif callable(self.warm_up):
+            progress_events.phase("warm-up", "start", "warming up the simulator")
             self.warm_up(state_dir)
+        else:
+            return
+        self.warm_up_seconds = round(time.perf_counter() - started, 3)
+        progress_events.phase("warm-up", "done", f"warm-up: done in {self.warm_up_seconds:.0f} s; "
+                              f"running chunks on {self.workers} worker(s)", seconds=self.warm_up_seconds)
+
+    def _prepare_parent(self, state_dir: str) -> None:
+        """Warm up here, so every forked worker starts warm, and freeze the heap they share."""
+        self._warm(state_dir)
         gc.collect()
         gc.freeze()
 
@@ -180,6 +194,14 @@ class LocalChunkDispatcher(ChunkDispatcher):
                 raise
             finally:
                 pool.executor.shutdown(wait=True)
+
+
+def _simulator_name(state_dir: str) -> str:
+    """What the warm-up loads, in the words a user knows (policyengine-us, or a test's stand-in)."""
+    from policyengine_us_data.calibration.build_state import read_state_meta
+
+    name = str(read_state_meta(state_dir).get("simulator", "policyengine"))
+    return "policyengine-us" if name == "policyengine" else name
 
 
 class _Pool:
