@@ -66,8 +66,9 @@ class ParamMemory:
             return self.done[step.label]
         return checkpoint_params(step, store)
 
-    def start(self, label: str, params: dict[str, Any]) -> None:
-        self.pending[label] = params
+    def start(self, planned: dict[str, dict[str, Any]]) -> None:
+        """A run begins: every step it plans takes its new values until it fails (a Ctrl-C keeps them)."""
+        self.pending.update(planned)
         self._save()
 
     def finish(self, label: str, status: str, params: dict[str, Any]) -> None:

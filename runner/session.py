@@ -201,6 +201,7 @@ class Session:
         if refused is not None:
             return refused  # bad input leaves the directory as it was, digest cache included
         self.inputs.save()
+        self.memory.start({s.label: s.parts["params"] for s in plan.to_run})
         dirty = self._prepare(plan)
         previous = plan.base
         for count, status in enumerate(plan.to_run, 1):
@@ -284,7 +285,6 @@ class Session:
         atomic_write_json(self.hidden / ATTEMPT, {"label": step.label, "outputs": list(step.cls.outputs),
                                                   "before": before}, compact=True)
         self.open_record = record = self.journal.start(step.label, fingerprint(parts), parts, status.reason)
-        self.memory.start(step.label, parts["params"])
         self.runner.emit({"event": "step", "label": step.label, "status": "running", "reason": status.reason})
         state = BuildState(self.run_dir, tuple(self.labels[:index]), self.labels[index - 1] if index else None,
                            dirty, status.reason)
