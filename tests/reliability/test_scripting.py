@@ -177,3 +177,14 @@ def test_bad_input_is_refused_before_policyengine_us_is_imported(tmp_path, bad):
     assert done.stdout.strip().endswith("not imported"), done.stdout
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
     assert elapsed < 30, f"{elapsed:.1f}s"  # generous: the import alone takes ~40 s
+
+
+def test_the_report_states_the_total_time_and_the_warm_up(tmp_path, toy_db, fast_report):
+    run_dir = tmp_path / "run"
+    assert main_in_process(toy_args(run_dir, toy_db)) == 0
+    timings = json.loads((run_dir / "report.json").read_text())["metadata"]["timings"]
+    assert timings["warm_up_seconds"] is not None and timings["warm_up_seconds"] >= 0
+    steps = [r for r in _journal(run_dir) if r.get("status") == "done" and r["label"] != "assemble"]
+    assert timings["total_seconds"] >= sum(r["duration_s"] for r in steps) > 0
+    header = (run_dir / "report.md").read_text().split("\n## ")[0]
+    assert "Build time" in header and "in total" in header and "warm-up" in header
