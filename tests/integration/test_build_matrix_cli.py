@@ -105,3 +105,13 @@ def test_status_and_script_use(built, capsys):
     assert "done" in status
     result = build_matrix_runner(built).run(argparse.Namespace(to="assemble"))
     assert result.ok and result.ran == ()  # everything up to date, flags remembered
+
+
+def test_dry_run_json_counts_the_chunks_and_estimates_from_the_real_build(built, capsys):
+    capsys.readouterr()
+    assert cli_main(["--run-dir", str(built), "--dry-run", "--json", "--to", "assemble", "--chunk-size", "20"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    details = {s["label"]: s for s in report["run"]}["dispatch"]["details"]
+    summary = json.loads((built / "chunks" / "dispatch.json").read_text())
+    assert details["columns"] == summary["n_columns"] == 80 and details["chunks"] >= summary["chunks"]
+    assert details["estimate_s"] > 0 and summary["warm_up_seconds"] > 0  # the real warm-up was measured
