@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from . import cli
 from .checkpoints import (RUNNER_DIR, CheckpointError, CheckpointStore, Manifest, RestoreStats, damaged_message,
@@ -22,10 +22,9 @@ from .inputs import CACHE_NAME as INPUT_CACHE
 from .inputs import InputDigests
 from .journal import Journal
 from .ownership import ATTEMPT, RESET, Ownership, read_state_json, stat_keys, written
+from .protocols import RunnerView
 from .planning import Plan, StepStatus, compare_parts, fingerprint, make_plan, step_parts
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .runner import CommandRunner
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class RunResult:
 class Session:
     """The work of one ``run`` under the lock."""
 
-    def __init__(self, runner: CommandRunner, ns: argparse.Namespace) -> None:
+    def __init__(self, runner: RunnerView, ns: argparse.Namespace) -> None:
         self.runner = runner
         self.ns = ns
         self.run_dir = runner.run_dir
