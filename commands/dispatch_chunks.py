@@ -109,7 +109,7 @@ class DispatchChunks(BaseCommand):
             try:
                 run = run_chunks(layout.state_dir, layout.chunk_dir, chunk_size=self.args.chunk_size,
                                  chunk_plan=self.args.chunk_plan, dispatcher=self.dispatcher(layout),
-                                 restart_other_lineage=True)  # shards of another lineage are this directory's own
+                                 restart_other_lineage=True, progress=True)  # another lineage's shards are ours to drop
             except ChunkBuildError as exc:
                 raise CommandError(str(exc)) from None
             except RunLeaseHeld as exc:

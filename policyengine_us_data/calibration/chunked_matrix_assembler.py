@@ -240,9 +240,19 @@ class ChunkedMatrixAssembler:
         for chunk_id, reason in sorted(resume_plan.reasons.items()):
             if reason not in ("missing", "resume disabled"):
                 LOG.warning("chunk %d will be recomputed: %s", chunk_id, reason)
+        for chunk in resume_plan.done:  # a sound shard whose manifest entry a kill lost: record what it holds
+            if chunk.chunk_id not in manifest.chunks:
+                manifest.record_result(self._found(chunk))
         if resume_plan.todo:
             self._run(resume_plan, manifest)
         return resume_plan
+
+    @staticmethod
+    def _found(chunk: ChunkPlan) -> ChunkResult:
+        """A verified shard's result, from its header (its timings were not recorded)."""
+        header = read_shard_header(chunk.shard_path)
+        return ChunkResult(chunk.chunk_id, chunk.col_start, chunk.col_end, header.nnz, 0, 0, 0.0, 0.0,
+                           checksum=header.checksum)
 
     def _run(self, resume_plan: ResumePlan, manifest: ChunkManifest) -> None:
         from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
@@ -303,9 +313,7 @@ class ChunkedMatrixAssembler:
             if chunk.chunk_id in computed:
                 results.append(computed[chunk.chunk_id])
                 continue
-            record = recorded.get(chunk.chunk_id)
-            if record is None:  # a shard that verifies, found without a manifest entry (a restarted worker's)
-                record = ChunkResult(chunk.chunk_id, chunk.col_start, chunk.col_end,
-                                     read_shard_header(chunk.shard_path).nnz, 0, 0, 0.0, 0.0)
+            # a shard a restarted Modal worker found already built has no manifest entry yet
+            record = recorded.get(chunk.chunk_id) or self._found(chunk)
             results.append(replace(record, reused=True))
         return results
