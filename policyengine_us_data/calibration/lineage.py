@@ -25,6 +25,7 @@ from typing import Any
 from policyengine_us_data.calibration.chunk_plan import ChunkResult
 from policyengine_us_data.errors import LineageMismatch, ManifestError
 from policyengine_us_data.utils.atomic import atomic_write_text
+from policyengine_us_data.utils.hashing import named_files_sha256
 
 LINEAGE_VERSION = 1
 MANIFEST_FORMAT = "policyengine-us-data-chunk-manifest"
@@ -156,13 +157,7 @@ def source_hash(*modules_or_paths: ModuleType | str | os.PathLike) -> str:
     Names (module names, file names relative to a directory) are hashed with the bytes, never
     absolute paths, so the hash is the same in a Modal container and on a laptop.
     """
-    digest = hashlib.sha256()
-    for item in modules_or_paths:
-        for name, path in _source_files(item):
-            data = path.read_bytes()
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-    return digest.hexdigest()
+    return named_files_sha256(pair for item in modules_or_paths for pair in _source_files(item))
 
 
 class ChunkManifest:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from policyengine_us_data.calibration.geography import assign_geography
 from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
-from policyengine_us_data.datasets.stratify import stratified_subsample
+from policyengine_us_data.datasets.stratify import DEFAULT_STRATIFY_SEED, stratified_subsample
 from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS, generate_synthetic
-
-STRATIFY_SEED = 3526  # upstream's stratified-sample seed, used when the build's seed is 0
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ def prepare_dataset(dataset_out: Path, geography_out: Path, *, source: str | Non
     column a state and district; writes the h5 dataset and the geography."""
     data = read_dataset(source) if source else generate_synthetic(households, seed=seed)
     if target_households:
-        data = stratified_subsample(data, target_households, seed=seed or STRATIFY_SEED)
+        data = stratified_subsample(data, target_households, seed=seed or DEFAULT_STRATIFY_SEED)  # upstream's seed when ours is 0
     geography = assign_geography(data.n_households, n_clones, seed=seed)
     write_dataset(dataset_out, data)
     geography.save(geography_out)
