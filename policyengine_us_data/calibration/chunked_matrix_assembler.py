@@ -18,16 +18,14 @@ from typing import Callable
 
 import numpy as np
 
-from policyengine_us_data.calibration import (
-    cell_rules,
-    chunk_kernel,
-    chunk_plan,
-    constraints,
-    entity_clone,
-    simulator,
-    spm_thresholds,
-    takeup,
-)
+from policyengine_us_data.calibration import cell_rules
+from policyengine_us_data.calibration import chunk_kernel
+from policyengine_us_data.calibration import chunk_plan
+from policyengine_us_data.calibration import constraints
+from policyengine_us_data.calibration import entity_clone
+from policyengine_us_data.calibration import simulator
+from policyengine_us_data.calibration import spm_thresholds
+from policyengine_us_data.calibration import takeup
 from policyengine_us_data.calibration.build_state import GEOGRAPHY_FILE, read_state_meta
 from policyengine_us_data.calibration.chunk_plan import (
     DEFAULT_PLAN_KIND,
