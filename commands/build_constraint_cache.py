@@ -1,4 +1,5 @@
-"""Step `constraints`: select, check, uprate and sort the target rows; build the constraint cache."""
+"""Step `constraints`: select, check, uprate and sort the target rows; write the shared build state (dataset,
+geography, targets, constraint cache) that `dispatch` and every chunk worker read."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from collections import Counter
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, write_json
-from policyengine_us_data.calibration.constraints import ConstraintCache
 from policyengine_us_data.calibration.default_targets import default_targets_path
-from policyengine_us_data.calibration.simulator import get_simulator
+from policyengine_us_data.calibration.geography import CloneGeography
 from policyengine_us_data.calibration.target_db import read_database
-from policyengine_us_data.calibration.targets import TargetTable, check_geo_levels, load_targets
+from policyengine_us_data.calibration.targets import TargetTable, check_geo_levels
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.pipeline.state import select_targets, write_state
 from runner import BaseCommand, BuildState
 
 LOG = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ def split_list(text: str | None, cast=str) -> list | None:
 
 
 class BuildConstraintCache(BaseCommand):
-    """Read the target database and write the sorted targets and their constraint cache."""
+    """Read the target database and write the build state: the sorted targets, their constraint cache, and the
+    dataset and geography of the `dataset` step, once, for every chunk."""
 
-    params = ("db", "year", "target_variables", "geo_levels", "target_ids", "simulator")
-    outputs = ("constraints",)  # the folders it writes (see BaseCommand.outputs)
+    params = ("db", "year", "target_variables", "geo_levels", "target_ids", "simulator", "skip_takeup_rerandomize")
+    outputs = ("constraints", "state")  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,8 @@ class BuildConstraintCache(BaseCommand):
                             help="keep only these geo levels (national, state, district)")
         parser.add_argument("--target-ids", default=None, metavar="ID1,ID2", help="keep only these target ids")
         parser.add_argument("--simulator", default="policyengine", help=argparse.SUPPRESS)
+        parser.add_argument("--skip-takeup-rerandomize", action=argparse.BooleanOptionalAction, default=False,
+                            help="keep the dataset's take-up inputs instead of re-drawing them per clone")
 
     @classmethod
     def input_files(cls, args: argparse.Namespace) -> list[str]:
@@ -57,21 +61,10 @@ class BuildConstraintCache(BaseCommand):
     def select(args: argparse.Namespace) -> tuple[str, TargetTable]:
         """(database path, the selected and checked target rows); InputError when the database or filters are bad."""
         db = args.db or str(default_targets_path())
-        simulator = get_simulator(args.simulator)
-        table = load_targets(
-            db,
-            args.year,
-            variables=split_list(args.target_variables),
-            geo_levels=split_list(args.geo_levels),
-            target_ids=split_list(args.target_ids, int),
-            known_variables=simulator.known_variables(),
-            uprating=simulator.uprating(),
-            # optional on the seam: a simulator without it skips the constraint-type check
-            variable_type=getattr(simulator, "variable_type", None),
-        )
-        if not table.rows:
-            raise InputError(f"no active targets selected from {db}: loosen the target filters")
-        return db, table
+        return db, select_targets(db, args.year, simulator=args.simulator,
+                                  variables=split_list(args.target_variables),
+                                  geo_levels=split_list(args.geo_levels),
+                                  target_ids=split_list(args.target_ids, int))
 
     @classmethod
     def precheck(cls, args: argparse.Namespace) -> None:
@@ -93,13 +86,14 @@ class BuildConstraintCache(BaseCommand):
         layout = RunLayout(state.run_dir)
         with domain_errors():
             db, table = self.select(args)
-            table.save_json(layout.targets)
-            cache = ConstraintCache.from_targets(table)
-            cache.save(layout.constraints_dir)
+            meta = write_state(layout.state_dir, dataset=layout.dataset, geography=CloneGeography.load(layout.geography),
+                               targets=table, year=args.year, rerandomize_takeup=not args.skip_takeup_rerandomize,
+                               simulator=args.simulator)
         levels = Counter(row.geo_level for row in table.rows)
         write_json(layout.constraints_summary, {
-            "db": db, "year": args.year, "simulator": args.simulator, "rows": len(table.rows), "rows_by_geo_level": dict(levels),
-            "variables": sorted({row.variable for row in table.rows}), "groups": len(cache.groups),
+            "db": db, "year": args.year, "simulator": args.simulator, "rows": len(table.rows),
+            "rows_by_geo_level": dict(levels), "variables": sorted({row.variable for row in table.rows}),
+            "groups": meta["constraint_groups"], "columns": meta["n_columns"],
         })
-        LOG.info("constraints: %d target rows (%s), %d value groups",
-                 len(table.rows), ", ".join(f"{k} {v}" for k, v in levels.items()), len(cache.groups))
+        LOG.info("constraints: %d target rows (%s), %d value groups; build state written",
+                 len(table.rows), ", ".join(f"{k} {v}" for k, v in levels.items()), meta["constraint_groups"])

@@ -1,4 +1,4 @@
-"""Step `dispatch` (resumable): write the shared build state and run every chunk's kernel."""
+"""Step `dispatch` (resumable): run every chunk's kernel on the state the `constraints` step wrote."""
 
 from __future__ import annotations
 
@@ -9,26 +9,18 @@ from pathlib import Path
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, read_json, write_json
-from policyengine_us_data.calibration.build_state import write_build_state
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
 from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_STARTUP_SECONDS,
     lookup_worker,
 )
-from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir as volume_chunk_dir
 from policyengine_us_data.calibration.chunk_dispatch.worker import staging_root
 from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
+from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError, kernel_version
 from policyengine_us_data.calibration.dispatch_estimate import estimate, measured_rate, planned_chunks
-from policyengine_us_data.calibration.chunked_matrix_assembler import (
-    ChunkBuildError,
-    ChunkedMatrixAssembler,
-    kernel_version,
-)
-from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.targets import TargetTable
-from policyengine_us_data.datasets.h5io import read_dataset
-from policyengine_us_data.errors import InputError, LineageMismatch, RunLeaseHeld
+from policyengine_us_data.errors import InputError, RunLeaseHeld
+from policyengine_us_data.pipeline.chunks import ChunkRun, run_chunks
 from policyengine_us_data.utils.atomic import TEMP_PREFIX
 from runner import BaseCommand, BuildState, CommandError
 
@@ -57,8 +49,8 @@ class DispatchChunks(BaseCommand):
     """Partition the columns into chunks and compute each chunk's shard on the chosen backend."""
 
     resumable = True
-    params = ("chunk_size", "chunk_plan", "skip_takeup_rerandomize")
-    outputs = ("state", "chunks")  # the folders it writes (see BaseCommand.outputs)
+    params = ("chunk_size", "chunk_plan")
+    outputs = ("chunks",)  # the folders it writes (see BaseCommand.outputs)
 
     @classmethod
     def code_identity(cls) -> dict[str, str] | str:
@@ -92,8 +84,6 @@ class DispatchChunks(BaseCommand):
         parser.add_argument("--keep-chunks", action="store_true",
                             help="accepted for parity with unified_calibration: shards are this step's output, "
                                  "so the runner always keeps them (checkpointed, or on the Modal volume)")
-        parser.add_argument("--skip-takeup-rerandomize", action=argparse.BooleanOptionalAction, default=False,
-                            help="keep the dataset's take-up inputs instead of re-drawing them per clone")
 
     @staticmethod
     def make_dispatcher(args: argparse.Namespace, run_id: str | None = None):
@@ -151,74 +141,28 @@ class DispatchChunks(BaseCommand):
         return self.make_dispatcher(self.args, previous)
 
     def run(self, state: BuildState) -> None:
-        args = self.args
         layout = RunLayout(state.run_dir)
-        for stale in [*layout.state_dir.glob(TEMP_PREFIX + "*"), *layout.chunk_dir.glob(TEMP_PREFIX + "*")]:
+        for stale in layout.chunk_dir.glob(TEMP_PREFIX + "*"):
             stale.unlink(missing_ok=True)  # half-written files of a killed attempt we resume on top of
         with domain_errors():
-            dispatcher = self.dispatcher(layout)
-            meta = write_build_state(
-                layout.state_dir,
-                data=read_dataset(layout.dataset),
-                geography=CloneGeography.load(layout.geography),
-                targets=TargetTable.load_json(layout.targets),
-                year=self._constraints(layout)["year"],
-                rerandomize_takeup=not args.skip_takeup_rerandomize,
-                simulator=self._constraints(layout).get("simulator", "policyengine"),
-            )
-            assembler = self._assembler(layout, dispatcher)
             try:
-                resume_plan = assembler.dispatch()
+                run = run_chunks(layout.state_dir, layout.chunk_dir, chunk_size=self.args.chunk_size,
+                                 chunk_plan=self.args.chunk_plan, dispatcher=self.dispatcher(layout),
+                                 restart_other_lineage=True, progress=True)  # another lineage's shards are ours to drop
             except ChunkBuildError as exc:
                 raise CommandError(str(exc)) from None
             except RunLeaseHeld as exc:
                 raise CommandError(str(exc), exit_code=3) from None
-        report = assembler.report
-        write_json(layout.dispatch_summary, {
-            "chunk_size": args.chunk_size,
-            "chunk_plan": args.chunk_plan,
-            # only off-directory shards (the Modal volume) are named; local ones move with the run directory
-            "chunk_dir": None if assembler.chunk_dir == layout.chunk_dir else str(assembler.chunk_dir),
-            "run_id": getattr(dispatcher, "run_id", None),
-            "backend": args.backend,
-            "workers": args.workers if args.backend == "local" else args.num_matrix_workers,
-            "chunks": len(resume_plan.todo) + len(resume_plan.done),
-            "computed": len(resume_plan.todo),
-            "reused": len(resume_plan.done),
-            "lineage_signature": assembler.signature,
-            "lineage": assembler.lineage,
-            "n_rows": meta["n_rows"],
-            "n_columns": meta["n_columns"],
-            "wall_seconds": getattr(report, "wall_seconds", 0.0) if report else 0.0,
-            "warm_up_seconds": getattr(dispatcher, "warm_up_seconds", None),
-            "results": [r.to_json() for r in (report.results if report else [])],
-        })
-        LOG.info("dispatch: %d chunks computed, %d reused", len(resume_plan.todo), len(resume_plan.done))
+        summary = run.to_json()
+        # only off-directory shards (the Modal volume) are named; local ones move with the run directory
+        summary["chunk_dir"] = None if run.chunk_dir == layout.chunk_dir else str(run.chunk_dir)
+        summary.update(backend=self.args.backend,
+                       workers=self.args.workers if self.args.backend == "local" else self.args.num_matrix_workers)
+        write_json(layout.dispatch_summary, summary)
+        LOG.info("dispatch: %d chunks computed, %d reused", run.computed, run.reused)
 
-    @staticmethod
-    def _chunk_dir(layout: RunLayout, dispatcher) -> Path:
-        """Local shards live in the run directory; Modal's where the workers write them, on the volume."""
-        if isinstance(dispatcher, ModalChunkDispatcher):
-            return volume_chunk_dir(dispatcher.volume_root, dispatcher.run_id)
-        return layout.chunk_dir
 
-    @staticmethod
-    def _constraints(layout: RunLayout) -> dict:
-        return read_json(layout.constraints_summary)
-
-    def _assembler(self, layout: RunLayout, dispatcher) -> ChunkedMatrixAssembler:
-        """Resume on top of our own shards; shards of another lineage (changed inputs) are ours to drop."""
-        chunk_dir = self._chunk_dir(layout, dispatcher)
-
-        def make(resume: bool) -> ChunkedMatrixAssembler:
-            return ChunkedMatrixAssembler(layout.state_dir, chunk_dir, chunk_size=self.args.chunk_size,
-                                          chunk_plan=self.args.chunk_plan, dispatcher=dispatcher, resume=resume)
-        assembler = make(True)
-        try:
-            assembler.open_manifest()
-        except LineageMismatch as exc:
-            LOG.info("starting the chunks afresh: %s", "; ".join(exc.differing))
-            assembler = make(False)
-            assembler.open_manifest()
-            assembler.resume = True
-        return assembler
+def read_chunk_run(layout: RunLayout) -> ChunkRun:
+    """The dispatch step's `ChunkRun`, with its chunk directory resolved (local shards live in the run directory)."""
+    summary = read_json(layout.dispatch_summary)
+    return ChunkRun.from_json({**summary, "chunk_dir": summary.get("chunk_dir") or layout.chunk_dir})

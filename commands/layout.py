@@ -37,15 +37,12 @@ class RunLayout:
         return self.run_dir / "constraints"
 
     @property
-    def targets(self) -> Path:
-        return self.constraints_dir / "targets.json"
-
-    @property
     def constraints_summary(self) -> Path:
         return self.constraints_dir / "summary.json"
 
     @property
     def state_dir(self) -> Path:
+        """The shared build state the `constraints` step writes and `dispatch` and every worker read."""
         return self.run_dir / "state"
 
     @property

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import asdict
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, write_json
-from policyengine_us_data.calibration.geography import N_DISTRICTS, assign_geography
-from policyengine_us_data.datasets.h5io import check_dataset, read_dataset, write_dataset
-from policyengine_us_data.datasets.stratify import stratified_subsample
-from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS, generate_synthetic
+from policyengine_us_data.calibration.geography import N_DISTRICTS
+from policyengine_us_data.datasets.h5io import check_dataset
+from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.pipeline.dataset import prepare_dataset
 from runner import BaseCommand, BuildState
 
 LOG = logging.getLogger(__name__)
@@ -80,23 +81,9 @@ class PrepareDataset(BaseCommand):
         with domain_errors():
             for name in ("households", "target_households", "n_clones"):
                 positive(name, getattr(args, name))
-            if args.dataset:
-                data = read_dataset(args.dataset)
-            else:
-                data = generate_synthetic(args.households, seed=args.seed)
-            if args.target_households:
-                data = stratified_subsample(data, args.target_households, seed=args.seed or 3526)
-            geography = assign_geography(data.n_households, args.n_clones, seed=args.seed)
-            write_dataset(layout.dataset, data)
-            geography.save(layout.geography)
-        summary = {
-            "source": args.dataset or "embedded synthetic",
-            "households": data.n_households,
-            "persons": data.n_persons,
-            "n_clones": args.n_clones,
-            "columns": data.n_households * args.n_clones,
-            "period": data.period,
-        }
-        write_json(layout.dataset_summary, summary)
+            summary = prepare_dataset(layout.dataset, layout.geography, source=args.dataset,
+                                      households=args.households, target_households=args.target_households,
+                                      n_clones=args.n_clones, seed=args.seed)
+        write_json(layout.dataset_summary, asdict(summary))
         LOG.info("dataset: %d households, %d persons, %d clones -> %d columns",
-                 data.n_households, data.n_persons, args.n_clones, summary["columns"])
+                 summary.households, summary.persons, summary.n_clones, summary.columns)

@@ -12,12 +12,11 @@ import hashlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 from .codeid import project_files
+from .protocols import RunnerView
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .runner import CommandRunner
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class BaseCommand(abc.ABC):
     params: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, args: argparse.Namespace, runner: CommandRunner) -> None:
+    def __init__(self, args: argparse.Namespace, runner: RunnerView) -> None:
         self.args = args
         self.runner = runner
 

@@ -30,10 +30,6 @@ class Manifest:
         return self.path / FILES
 
     @property
-    def total_bytes(self) -> int:
-        return sum(entry["size"] for entry in self.files.values())
-
-    @property
     def copies(self) -> int:
         return sum(1 for entry in self.files.values() if entry["mode"] == "copy")
 

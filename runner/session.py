@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from . import cli
 from .checkpoints import (RUNNER_DIR, CheckpointError, CheckpointStore, Manifest, RestoreStats, damaged_message,
@@ -24,10 +24,9 @@ from .inputs import InputDigests
 from .journal import Journal
 from .ownership import ATTEMPT, RESET, Ownership, read_state_json, stat_keys, written
 from .params import MEMORY_NAME, ParamMemory
+from .protocols import RunnerView
 from .planning import Plan, StepStatus, compare_parts, fingerprint, make_plan, step_parts
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .runner import CommandRunner
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class RunResult:
 class Session:
     """The work of one ``run`` under the lock."""
 
-    def __init__(self, runner: CommandRunner, ns: argparse.Namespace) -> None:
+    def __init__(self, runner: RunnerView, ns: argparse.Namespace) -> None:
         self.runner = runner
         self.ns = ns
         self.run_dir = runner.run_dir

@@ -1,6 +1,6 @@
 """The shared, read-only build state every chunk reads.
 
-Written once (by the `dispatch` step or by `UnifiedMatrixBuilder`) as plain files (HDF5,
+Written once (by `pipeline.state.write_state`: the `constraints` step, or `UnifiedMatrixBuilder`) as plain files (HDF5,
 npz, JSON; never pickle), so it can cross a process pool or a Modal volume unchanged. Workers
 load it once per process and reuse it for every chunk they run.
 """
@@ -117,6 +117,7 @@ def write_build_state(
         "geography_sha256": arrays_sha256(geography_arrays(geography)),
         "targets_fingerprint": targets.fingerprint(),
         "constraints_fingerprint": cache.fingerprint(),
+        "constraint_groups": len(cache.groups),
     }
     atomic_write_json(root / STATE_FILE, meta)
     return meta

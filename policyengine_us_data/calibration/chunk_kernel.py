@@ -25,9 +25,9 @@ from policyengine_us_data.calibration.constraints import RowGroup
 from policyengine_us_data.calibration.entity_clone import materialise_columns
 from policyengine_us_data.calibration.shards import write_shard
 from policyengine_us_data.calibration.simulator import SimulationRequest, Simulator, get_simulator
+from policyengine_us_data.geo_levels import DISTRICT, NATIONAL, STATE
 from policyengine_us_data.utils.crash_points import crash_point
 
-NATIONAL, STATE, DISTRICT = 0, 1, 2
 
 
 @dataclass
@@ -183,8 +183,8 @@ def run_chunk(plan: ChunkPlan, state_dir: str) -> ChunkResult:
         col_start=plan.col_start,
         col_end=plan.col_end,
         nnz=int(len(entries.vals)),
-        households=entries.households,
-        persons=entries.persons,
+        households=int(entries.households),
+        persons=int(entries.persons),
         seconds=finished - started,
         peak_rss_mb=peak_rss_mb(),
         checksum=str(getattr(header, "checksum", "")),

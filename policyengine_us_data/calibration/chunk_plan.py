@@ -66,7 +66,9 @@ class ChunkPlan:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """What the kernel reports for one finished chunk ([col_start, col_end) as in its plan)."""
+    """One finished chunk, the one shape of a chunk's outcome end to end: what the kernel reports, what the
+    manifest records (with `attempts`), what `dispatch.json` lists and what the run report reads. `reused` marks
+    a chunk a resume kept from an earlier run rather than computed now ([col_start, col_end) as in its plan)."""
 
     chunk_id: int
     col_start: int
@@ -81,14 +83,26 @@ class ChunkResult:
     started: float = 0.0
     finished: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    attempts: int = 1
+    reused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "ChunkResult":
-        fields = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
-        return cls(**fields)
+    def from_json(cls, obj: Any) -> "ChunkResult":
+        """The result a `to_json` dict describes; ValueError for anything else (a manifest is read back)."""
+        if not isinstance(obj, dict) or set(obj) - set(cls.__dataclass_fields__):
+            raise ValueError(f"malformed chunk result {obj!r}")
+        result = cls(**obj)
+        ints = (result.chunk_id, result.col_start, result.col_end, result.nnz, result.households, result.persons,
+                result.attempts)
+        numbers = (result.seconds, result.peak_rss_mb, result.started, result.finished)
+        if (not all(type(v) is int for v in ints) or not all(isinstance(v, (int, float)) for v in numbers)
+                or not isinstance(result.checksum, str) or not isinstance(result.worker, str)
+                or not isinstance(result.timings, dict) or not isinstance(result.reused, bool)):
+            raise ValueError(f"malformed chunk result {obj!r}")
+        return result
 
 
 def partition_columns(n_columns: int, chunk_size: int) -> list[tuple[int, int, int]]:

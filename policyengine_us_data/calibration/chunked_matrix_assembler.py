@@ -12,22 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from policyengine_us_data.calibration import (
-    cell_rules,
-    chunk_kernel,
-    chunk_plan,
-    constraints,
-    entity_clone,
-    simulator,
-    spm_thresholds,
-    takeup,
-)
+from policyengine_us_data.calibration import cell_rules
+from policyengine_us_data.calibration import chunk_kernel
+from policyengine_us_data.calibration import chunk_plan
+from policyengine_us_data.calibration import constraints
+from policyengine_us_data.calibration import entity_clone
+from policyengine_us_data.calibration import simulator
+from policyengine_us_data.calibration import spm_thresholds
+from policyengine_us_data.calibration import takeup
 from policyengine_us_data.calibration.build_state import GEOGRAPHY_FILE, read_state_meta
 from policyengine_us_data.calibration.chunk_plan import (
     DEFAULT_PLAN_KIND,
@@ -40,11 +38,16 @@ from policyengine_us_data.calibration.chunk_plan import (
 from policyengine_us_data.calibration.csr_stream import assemble_csr, assemble_csr_out_of_core, check_column_cover
 from policyengine_us_data.calibration.geography import CloneGeography
 from policyengine_us_data.calibration.lineage import ChunkManifest, build_lineage, lineage_signature, source_hash
-from policyengine_us_data.calibration.shards import read_shard_header, shard_path, verify_shard
-from policyengine_us_data.errors import ArtifactError, InputError, ManifestError
+from policyengine_us_data.calibration.shards import (
+    MANIFEST_FILE,
+    read_shard_header,
+    remove_shards,
+    shard_path,
+    verify_shard,
+)
+from policyengine_us_data.errors import ArtifactError, InputError, LineageMismatch, ManifestError
 
 LOG = logging.getLogger(__name__)
-MANIFEST_FILE = "chunk_manifest.json"
 KERNEL_MODULES = (cell_rules, chunk_kernel, chunk_plan, constraints, entity_clone, simulator, spm_thresholds, takeup)
 
 
@@ -87,6 +90,7 @@ class ChunkedMatrixAssembler:
         chunk_plan: str = DEFAULT_PLAN_KIND,
         dispatcher=None,
         resume: bool = True,
+        restart_other_lineage: bool = False,
         deep_verify: bool = True,
         progress: bool = True,
         on_result: Callable[[ChunkResult], None] | None = None,
@@ -101,6 +105,8 @@ class ChunkedMatrixAssembler:
         self.meta = read_state_meta(self.state_dir)
         self.dispatcher = dispatcher
         self.resume = resume
+        self.restart_other_lineage = restart_other_lineage
+        self._manifest: ChunkManifest | None = None
         self.deep_verify = deep_verify
         self.progress = progress
         self.on_result = on_result
@@ -170,7 +176,14 @@ class ChunkedMatrixAssembler:
         return self.n_columns
 
     def open_manifest(self) -> ChunkManifest:
-        """The manifest for this lineage: refuses stale shards on resume, starts fresh otherwise."""
+        """The manifest for this lineage, opened once per assembler. Without resume, or when another lineage's
+        shards are here and `restart_other_lineage` says they are ours to drop, the shards go and a fresh
+        manifest starts; on resume another lineage raises LineageMismatch naming the differing fields."""
+        if self._manifest is None:
+            self._manifest = self._open_manifest()
+        return self._manifest
+
+    def _open_manifest(self) -> ChunkManifest:
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
         if self.manifest_path.exists():
             try:
@@ -178,10 +191,17 @@ class ChunkedMatrixAssembler:
             except ManifestError as exc:
                 LOG.warning("chunk manifest unreadable (%s); shards will be verified one by one", exc)
                 return ChunkManifest.create(self.manifest_path, self.lineage)
-            if self.resume:
+            if not self.resume:
+                self.remove_shards()
+                return ChunkManifest.create(self.manifest_path, self.lineage)
+            try:
                 manifest.check_lineage(self.lineage)
                 return manifest
-            self.remove_shards()
+            except LineageMismatch as exc:
+                if not self.restart_other_lineage:
+                    raise
+                LOG.info("starting the chunks afresh: %s", "; ".join(exc.differing))
+                self.remove_shards()
         return ChunkManifest.create(self.manifest_path, self.lineage)
 
     def classify(self) -> ResumePlan:
@@ -218,9 +238,19 @@ class ChunkedMatrixAssembler:
         for chunk_id, reason in sorted(resume_plan.reasons.items()):
             if reason not in ("missing", "resume disabled"):
                 LOG.warning("chunk %d will be recomputed: %s", chunk_id, reason)
+        for chunk in resume_plan.done:  # a sound shard whose manifest entry a kill lost: record what it holds
+            if chunk.chunk_id not in manifest.chunks:
+                manifest.record_result(self._found(chunk))
         if resume_plan.todo:
             self._run(resume_plan, manifest)
         return resume_plan
+
+    @staticmethod
+    def _found(chunk: ChunkPlan) -> ChunkResult:
+        """A verified shard's result, from its header (its timings were not recorded)."""
+        header = read_shard_header(chunk.shard_path)
+        return ChunkResult(chunk.chunk_id, chunk.col_start, chunk.col_end, header.nnz, 0, 0, 0.0, 0.0,
+                           checksum=header.checksum)
 
     def _run(self, resume_plan: ResumePlan, manifest: ChunkManifest) -> None:
         from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
@@ -271,7 +301,19 @@ class ChunkedMatrixAssembler:
 
     def remove_shards(self) -> None:
         """Delete this directory's shards and manifest (ours only; other files are left alone)."""
-        for path in self.chunk_dir.glob("chunk_*.npz"):
-            path.unlink()
-        if self.manifest_path.exists():
-            self.manifest_path.unlink()
+        remove_shards(self.chunk_dir)
+
+    def outcomes(self, resume_plan: ResumePlan) -> list[ChunkResult]:
+        """Every chunk of the build, one `ChunkResult` each in chunk order: those computed now as the dispatcher
+        reported them, the others (kept from an earlier run) as the manifest recorded them, marked `reused`."""
+        computed = {r.chunk_id: r for r in (self.report.results if self.report else [])}
+        recorded = self.open_manifest().chunks
+        results = []
+        for chunk in sorted(resume_plan.todo + resume_plan.done, key=lambda c: c.chunk_id):
+            if chunk.chunk_id in computed:
+                results.append(computed[chunk.chunk_id])
+                continue
+            # a shard a restarted Modal worker found already built has no manifest entry yet
+            record = recorded.get(chunk.chunk_id) or self._found(chunk)
+            results.append(replace(record, reused=True))
+        return results

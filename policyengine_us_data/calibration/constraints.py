@@ -23,7 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from policyengine_us_data.calibration.target_db import OPERATIONS
-from policyengine_us_data.calibration.targets import GEO_LEVELS, Constraint, TargetTable
+from policyengine_us_data.calibration.targets import Constraint, TargetTable
+from policyengine_us_data.geo_levels import level_codes
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_write_bytes, atomic_write_json
 
@@ -170,7 +171,7 @@ class ConstraintCache:
             members.setdefault((r.variable, r.domain, r.reform_id), []).append(r.row)
         groups = tuple(RowGroup(v, d, rid, np.array(rows, dtype=np.int32)) for (v, d, rid), rows in members.items())
         return cls(
-            geo_level=np.array([GEO_LEVELS.index(r.geo_level) for r in table.rows], dtype=np.int8),
+            geo_level=level_codes(r.geo_level for r in table.rows),
             geo_id=np.array([r.geo_id for r in table.rows], dtype=np.int32),
             reform_id=np.array([r.reform_id for r in table.rows], dtype=np.int32),
             groups=groups,

@@ -23,32 +23,25 @@ the touched pages after each member, so resident memory stays a small fraction o
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import mmap
 import os
-import shutil
-import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.shards import INT32_LIMIT, ShardHeader, ShardReader, read_shard_header
+from policyengine_us_data.calibration.shards import ShardHeader, ShardReader, read_shard_header
 from policyengine_us_data.errors import ShardError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
 from policyengine_us_data.utils.crash_points import crash_point
+from policyengine_us_data.utils.index_dtype import index_dtype
 
 PARTS = ("data.npy", "indices.npy", "indptr.npy")
 META_NAME = "csr.json"
 ShardLike = str | os.PathLike | ShardHeader
 _RELEASE_EVERY = 1 << 24  # entries sorted between page releases in the out-of-core assembly
-
-
-def index_dtype(nnz: int, n_rows: int, n_cols: int) -> np.dtype:
-    """The one index dtype scipy keeps for both indices and indptr without copying."""
-    return np.dtype(np.int32 if max(nnz, n_rows, n_cols) < INT32_LIMIT else np.int64)
 
 
 def check_column_cover(headers: Sequence[ShardHeader], n_cols: int, *, complete: bool = True) -> None:
@@ -252,7 +245,7 @@ def assemble_csr_out_of_core(
     Same arrays as `assemble_csr`, written through memory maps whose pages are released after
     each shard member, so resident memory is about one shard, not the matrix. Each file is
     written atomically; `csr.json` is written last and marks the set complete. Open the result
-    with `load_csr_parts` (memory-mapped) or convert with `save_npz_from_parts`.
+    with `load_csr_parts` (memory-mapped).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,22 +287,3 @@ def load_csr_parts(out_dir: str | os.PathLike, *, mmap_mode: str | None = "r") -
     except (OSError, ValueError) as exc:
         raise ShardError(out, f"incomplete or unreadable CSR parts: {exc}") from None
     return _wrap(*parts, *meta["shape"])
-
-
-def save_npz_from_parts(out_dir: str | os.PathLike, npz_path: str | os.PathLike) -> Path:
-    """Pack an out-of-core result into an uncompressed `.npz` that `scipy.sparse.load_npz` opens.
-
-    Streams each part into the zip, so memory stays small whatever the matrix size.
-    """
-    out = Path(out_dir)
-    meta = json.loads((out / META_NAME).read_text())
-    small = {"format": np.array(b"csr"), "shape": np.array(meta["shape"], dtype=np.int64)}
-    with atomic_path(npz_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name in PARTS:
-            with open(out / name, "rb") as src, archive.open(name, "w", force_zip64=True) as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
-        for name, array in small.items():
-            buffer = io.BytesIO()
-            np.save(buffer, array)
-            archive.writestr(name + ".npy", buffer.getvalue())
-    return Path(npz_path)

@@ -53,12 +53,6 @@ def unknown_blocks(n: int) -> np.ndarray:
     return np.broadcast_to(np.array("", dtype=f"<U{BLOCK_WIDTH}"), (n,))
 
 
-def population_shares() -> dict[int, float]:
-    """Each state's share of the 2020 population (50 states and DC)."""
-    total = sum(STATE_POPULATION.values())
-    return {fips: pop / total for fips, pop in STATE_POPULATION.items()}
-
-
 @dataclass(frozen=True, eq=False)
 class CloneGeography:
     """Per-column geography; arrays have length n_records * n_clones."""
@@ -78,9 +72,6 @@ class CloneGeography:
     @property
     def n_columns(self) -> int:
         return self.n_records * self.n_clones
-
-    def column(self, record: int, clone: int) -> int:
-        return clone * self.n_records + record
 
     def save(self, path: str | Path) -> None:
         """Write an uncompressed npz atomically (no pickled objects inside)."""

@@ -17,18 +17,19 @@ import importlib.util
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from policyengine_us_data.calibration.chunk_plan import ChunkResult
 from policyengine_us_data.errors import LineageMismatch, ManifestError
 from policyengine_us_data.utils.atomic import atomic_write_text
+from policyengine_us_data.utils.hashing import named_files_sha256
 
 LINEAGE_VERSION = 1
 MANIFEST_FORMAT = "policyengine-us-data-chunk-manifest"
-MANIFEST_VERSION = 1
-MANIFEST_NAME = "chunk_manifest.json"
+MANIFEST_VERSION = 2  # 2: each chunk is a full ChunkResult (the one outcome type)
 _HEX = re.compile(r"[0-9a-f]{16,}")
 
 
@@ -156,41 +157,11 @@ def source_hash(*modules_or_paths: ModuleType | str | os.PathLike) -> str:
     Names (module names, file names relative to a directory) are hashed with the bytes, never
     absolute paths, so the hash is the same in a Modal container and on a laptop.
     """
-    digest = hashlib.sha256()
-    for item in modules_or_paths:
-        for name, path in _source_files(item):
-            data = path.read_bytes()
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ChunkRecord:
-    """One finished chunk as the manifest records it."""
-
-    chunk_id: int
-    col_start: int
-    col_end: int
-    nnz: int
-    checksum: str
-    seconds: float
-    worker: str = ""
-    attempts: int = 1
-
-    @classmethod
-    def from_json(cls, obj: Any) -> "ChunkRecord":
-        record = cls(**obj)
-        ints = (record.chunk_id, record.col_start, record.col_end, record.nnz, record.attempts)
-        if not all(type(v) is int for v in ints) or not isinstance(record.checksum, str):
-            raise ValueError(f"malformed chunk record {obj!r}")
-        if not isinstance(record.seconds, (int, float)) or not isinstance(record.worker, str):
-            raise ValueError(f"malformed chunk record {obj!r}")
-        return record
+    return named_files_sha256(pair for item in modules_or_paths for pair in _source_files(item))
 
 
 class ChunkManifest:
-    """`chunk_manifest.json`: the lineage, its signature, and one record per finished chunk.
+    """`chunk_manifest.json`: the lineage, its signature, and the `ChunkResult` of every finished chunk.
 
     Every update rewrites the whole file atomically (temp file, fsync, rename). Measured: 207
     updates of a growing manifest take ~4 s in all here (~20 ms each, fsync-bound, flat in the
@@ -198,14 +169,14 @@ class ChunkManifest:
     dispatching process) only.
     """
 
-    def __init__(self, path: str | os.PathLike, lineage: dict[str, Any], chunks: dict[int, ChunkRecord]) -> None:
+    def __init__(self, path: str | os.PathLike, lineage: dict[str, Any], chunks: dict[int, ChunkResult]) -> None:
         self.path = Path(path)
         self.lineage = _plain(dict(lineage))
         self.signature = lineage_signature(self.lineage)
         self._chunks = dict(chunks)
 
     @property
-    def chunks(self) -> dict[int, ChunkRecord]:
+    def chunks(self) -> dict[int, ChunkResult]:
         """Finished chunks by id (a copy)."""
         return dict(sorted(self._chunks.items()))
 
@@ -228,7 +199,7 @@ class ChunkManifest:
             lineage, chunks = obj["lineage"], obj["chunks"]
             if not isinstance(lineage, dict) or not isinstance(chunks, list):
                 raise ValueError("lineage must be an object and chunks a list")
-            records = [ChunkRecord.from_json(c) for c in chunks]
+            records = [ChunkResult.from_json(c) for c in chunks]
             manifest = cls(path, lineage, {r.chunk_id: r for r in records})
         except FileNotFoundError:
             raise ManifestError(path, "file is missing") from None
@@ -246,35 +217,14 @@ class ChunkManifest:
             differing = diff_lineage(self.lineage, lineage) or ["lineage signature changed"]
             raise LineageMismatch(differing, where=str(self.path))
 
-    def record_chunk(
-        self,
-        chunk_id: int,
-        col_start: int,
-        col_end: int,
-        nnz: int,
-        checksum: str,
-        seconds: float,
-        worker: str = "",
-        attempts: int | None = None,
-    ) -> ChunkRecord:
-        """Record a finished chunk and rewrite the manifest; `attempts` defaults to previous + 1."""
-        previous = self._chunks.get(int(chunk_id))
-        if attempts is None:
-            attempts = previous.attempts + 1 if previous else 1
-        record = ChunkRecord(
-            int(chunk_id), int(col_start), int(col_end), int(nnz), str(checksum), float(seconds), str(worker),
-            int(attempts),
-        )  # fmt: skip
-        self._chunks[record.chunk_id] = record
+    def record_result(self, result: ChunkResult) -> ChunkResult:
+        """Record a finished chunk and rewrite the manifest; its `attempts` counts this one after any earlier."""
+        previous = self._chunks.get(int(result.chunk_id))
+        recorded = replace(result, attempts=previous.attempts + 1 if previous else max(1, result.attempts),
+                           reused=False)
+        self._chunks[recorded.chunk_id] = recorded
         self._write()
-        return record
-
-    def record_result(self, result: Any, attempts: int | None = None) -> ChunkRecord:
-        """Record a `chunk_plan.ChunkResult` (or anything with the same attributes)."""
-        return self.record_chunk(
-            result.chunk_id, result.col_start, result.col_end, result.nnz, result.checksum, result.seconds,
-            getattr(result, "worker", ""), attempts,
-        )  # fmt: skip
+        return recorded
 
     def drop_chunk(self, chunk_id: int) -> None:
         """Forget a chunk (its shard failed verification and will be recomputed)."""
@@ -287,7 +237,7 @@ class ChunkManifest:
             "version": MANIFEST_VERSION,
             "lineage_signature": self.signature,
             "lineage": self.lineage,
-            "chunks": [asdict(r) for r in self.chunks.values()],
+            "chunks": [r.to_json() for r in self.chunks.values()],
         }
 
     def _write(self) -> None:

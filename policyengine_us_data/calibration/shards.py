@@ -46,11 +46,11 @@ import xxhash
 
 from policyengine_us_data.errors import ShardError
 from policyengine_us_data.utils.atomic import atomic_path
+from policyengine_us_data.utils.index_dtype import INT32_LIMIT, index_dtype
 
 FORMAT = "policyengine-us-data-shard"
 FORMAT_VERSION = 2  # 2: the `columns` member (a chunk is a set of columns)
 CHECKSUM_ALGORITHM = "xxh3_64"
-INT32_LIMIT = 2**31
 _MEMBERS = ("header", "row_counts", "columns", "rows", "cols", "vals")
 _HEADER_KEYS = ("chunk_id", "col_start", "col_end", "n_rows", "n_cols", "nnz")
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -64,7 +64,7 @@ _READ_ERRORS = (
 
 def col_dtype(n_cols: int) -> np.dtype:
     """int32 column indices while they fit (what scipy keeps), else int64."""
-    return np.dtype(np.int32 if n_cols < INT32_LIMIT else np.int64)
+    return index_dtype(n_cols)
 
 
 def shard_dtypes(n_cols: int) -> dict[str, str]:
@@ -82,6 +82,18 @@ def shard_dtypes(n_cols: int) -> dict[str, str]:
 def shard_path(directory: str | os.PathLike, chunk_id: int) -> Path:
     """`directory/chunk_{id:06d}.npz`, the one naming rule for shards."""
     return Path(directory) / f"chunk_{int(chunk_id):06d}.npz"
+
+
+MANIFEST_FILE = "chunk_manifest.json"
+
+
+def remove_shards(directory: str | os.PathLike) -> None:
+    """Delete a chunk directory's shards and its manifest, the one place shards are ever deleted (other files
+    there are left alone)."""
+    root = Path(directory)
+    for path in root.glob("chunk_*.npz"):
+        path.unlink()
+    (root / MANIFEST_FILE).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, eq=False)

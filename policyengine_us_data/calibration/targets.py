@@ -12,7 +12,6 @@ listing every such variable, never a row silently filled with zeros.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -30,14 +29,14 @@ from policyengine_us_data.calibration.target_checks import (
 from policyengine_us_data.calibration.target_db import RawDatabase, RawTarget, raise_problems, read_database
 from policyengine_us_data.calibration.uprating import UpratingFunction, policyengine_uprating
 from policyengine_us_data.errors import TargetError
-from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
+from policyengine_us_data.geo_levels import GEO_LEVELS, level_code
+from policyengine_us_data.utils.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Constraint", "TargetRow", "TargetTable", "load_targets", "policyengine_uprating",
            "GEO_LEVELS", "GEO_VARIABLES"]
 
-GEO_LEVELS: tuple[str, ...] = ("national", "state", "district")
 STATE_VARIABLE = "state_fips"
 DISTRICT_VARIABLE = "congressional_district_geoid"
 GEO_VARIABLES = frozenset({STATE_VARIABLE, DISTRICT_VARIABLE})
@@ -160,17 +159,19 @@ class TargetTable:
             raise TargetError(f"target table {path}: row indices are not 0..n-1; rebuild it.")
         return cls(rows, data.get("year"), notes)
 
-    def write_csv(self, path: str | Path) -> None:
-        """A human-readable copy (domain as its label list)."""
-        columns = ["row", "target_id", "stratum_id", "name", "variable", "period", "reform_id", "geo_level",
-                   "geo_id", "geographic_id", "domain", "source_value", "value"]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for r in self.rows:
-                cells = r.to_json()
-                cells["domain"] = ",".join(c.label for c in r.domain)
-                writer.writerow([cells[c] for c in columns])
+    def records(self) -> list[dict[str, Any]]:
+        """One plain dict per row, with upstream's `domain_variable` column (the constraint variables): the rows
+        of upstream's `targets_df`."""
+        records = []
+        for r in self.rows:
+            variables = sorted({c.variable for c in r.domain})
+            records.append({
+                "row": r.row, "target_id": r.target_id, "stratum_id": r.stratum_id, "name": r.name,
+                "variable": r.variable, "period": r.period, "reform_id": r.reform_id, "geo_level": r.geo_level,
+                "geo_id": r.geo_id, "geographic_id": r.geographic_id, "domain_variable": ",".join(variables),
+                "domain": ",".join(c.label for c in r.domain), "source_value": r.source_value, "value": r.value,
+            })
+        return records
 
 
 def choose_periods(targets: Iterable[RawTarget], year: int) -> list[RawTarget]:
@@ -252,7 +253,7 @@ def _variables_used(rows: list[TargetRow]) -> dict[str, set[int]]:
 
 
 def _sort_key(r: TargetRow) -> tuple[Any, ...]:
-    return (GEO_LEVELS.index(r.geo_level), r.variable, r.reform_id, r.geo_id,
+    return (level_code(r.geo_level), r.variable, r.reform_id, r.geo_id,
             tuple(c.sort_key() for c in r.domain), r.stratum_id, r.target_id)
 
 

@@ -17,10 +17,16 @@ from typing import Sequence
 
 from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError
+from policyengine_us_data.calibration.default_targets import default_targets_path
+from policyengine_us_data.calibration.geography import CloneGeography, assign_geography
+from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
 from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR
+from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import ArtifactError, InputError
+from policyengine_us_data.pipeline.assemble import package_path, write_outputs
+from policyengine_us_data.pipeline.dataset import prepare_dataset
 from policyengine_us_data.utils.cli_process import configure_logging, exit_now, version_line
-from policyengine_us_data.utils.paths import check_input_file, check_output_dir, check_output_file
+from policyengine_us_data.utils.paths import check_input_file, check_output_dir
 
 LOG = logging.getLogger(__name__)
 DEFAULT_N_CLONES = 430
@@ -74,23 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def choose_dispatcher(args: argparse.Namespace):
-    """Modal when --parallel with --chunked-matrix; otherwise a local (serial or pooled) dispatcher.
-
-    On Modal the shards live where the workers write them, `/staging/{run_id}/matrix_chunks/`, so
-    that becomes the chunk directory unless one was given.
-    """
-    from policyengine_us_data.calibration.chunk_dispatch import (
-        LocalChunkDispatcher,
-        ModalChunkDispatcher,
-        new_run_id,
-        staging_root,
-    )
-    from policyengine_us_data.calibration.chunk_dispatch.worker import chunk_dir
+    """Modal when --parallel with --chunked-matrix (its shards then live where the workers write them,
+    `/staging/{run_id}/matrix_chunks/`: the dispatcher decides); otherwise a local (serial or pooled) dispatcher."""
+    from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher, staging_root
 
     if args.chunked_matrix and args.parallel:
-        args.run_id = args.run_id or new_run_id()
-        args.chunk_dir = args.chunk_dir or str(chunk_dir(staging_root(), args.run_id))
-        return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id,
+        return ModalChunkDispatcher(num_workers=args.num_matrix_workers, run_id=args.run_id or None,
                                     volume_root=str(staging_root()))
     return LocalChunkDispatcher(workers=args.workers)
 
@@ -112,7 +107,7 @@ def print_plan(args: argparse.Namespace) -> int:
     n_columns = manifest.lineage["n_records"] * args.n_clones
     n_chunks = planned_chunks(kind, manifest.lineage["n_records"], args.n_clones, args.chunk_size)
     per_chunk = seconds_per_column * n_columns / n_chunks
-    rss_gb = _peak_rss_gb(chunks)
+    rss_gb = _peak_rss_gb(records)
     plan = plan_production(per_chunk, rss_gb, n_chunks=n_chunks, workers=args.num_matrix_workers)
     print(f"measured: {len(records)} chunks ({kind} plan), {columns} columns, {seconds_per_column * 1000:.2f} ms per "
           f"column (scaled linearly to {n_columns / n_chunks:.0f} columns per chunk: an upper bound, the fixed cost "
@@ -134,19 +129,14 @@ def planned_chunks(kind: str, n_records: int, n_clones: int, chunk_size: int) ->
 UNMEASURED_PEAK_GB = 12.7  # the README's measured peak of a contiguous 25,000-column chunk
 
 
-def _peak_rss_gb(chunk_dir: Path) -> float:
-    """Worker peak RSS from the dispatch summary `bin/build-matrix` writes; without one, say so and use the
-    README's measured 12.7 GB for a contiguous 25,000-column chunk (an upper bound for state-major chunks)."""
-    import json
-
-    summary = chunk_dir / "dispatch.json"
-    if summary.exists():
-        results = json.loads(summary.read_text()).get("results", [])
-        peaks = [r.get("peak_rss_mb", 0) for r in results]
-        if peaks and max(peaks) > 0:
-            return max(peaks) / 1024
-    print(f"peak memory: not recorded in {chunk_dir} (no dispatch.json); using the measured "
-          f"{UNMEASURED_PEAK_GB} GB of a contiguous 25,000-column chunk")
+def _peak_rss_gb(records: list) -> float:
+    """The largest worker peak RSS the manifest recorded; without one, say so and use the README's measured
+    12.7 GB for a contiguous 25,000-column chunk (an upper bound for state-major chunks)."""
+    peaks = [r.peak_rss_mb for r in records]
+    if peaks and max(peaks) > 0:
+        return max(peaks) / 1024
+    print(f"peak memory: not recorded in the chunk manifest; using the measured {UNMEASURED_PEAK_GB} GB of a "
+          "contiguous 25,000-column chunk")
     return UNMEASURED_PEAK_GB
 
 
@@ -159,16 +149,7 @@ def check_paths(args: argparse.Namespace) -> None:
     for flag, value in (("--output-dir", args.output_dir), ("--chunk-dir", args.chunk_dir)):
         if value:
             check_output_dir(value, flag)
-    if args.package_output:
-        check_output_file(args.package_output, "--package-output")
-
-
-def shard_dir(args: argparse.Namespace, work_dir: Path) -> Path:
-    """Where this build's shards and manifest go: a Modal run's staging directory as is; a local
-    `--chunk-dir X` as upstream's `X/coo/`; otherwise the work directory."""
-    if args.chunked_matrix and args.parallel:
-        return Path(args.chunk_dir)
-    return Path(args.chunk_dir) / COO_DIR if args.chunk_dir else work_dir / "matrix_chunks"
+    package_path(args.package_output, Path(args.output_dir))  # relative: inside --output-dir, as in bin/build-matrix
 
 
 def manifest_dir(chunk_dir: Path) -> Path:
@@ -176,42 +157,55 @@ def manifest_dir(chunk_dir: Path) -> Path:
     return chunk_dir / COO_DIR if (chunk_dir / COO_DIR / "chunk_manifest.json").exists() else chunk_dir
 
 
-def remove_chunks(chunk_dir: Path) -> None:
-    """Drop this build's shards and manifest once the matrix is written (nothing else there)."""
-    for path in chunk_dir.glob("chunk_*.npz"):
-        path.unlink()
-    manifest = chunk_dir / "chunk_manifest.json"
-    if manifest.exists():
-        manifest.unlink()
+def make_builder(args: argparse.Namespace, output_dir: Path) -> tuple[UnifiedMatrixBuilder, CloneGeography]:
+    """The builder over --dataset (or the embedded households, written to the output directory) and --db, and
+    the clone geography, as `bin/build-matrix`'s dataset step makes it."""
+    if args.n_clones <= 0:
+        raise InputError(f"--n-clones must be a positive integer, got {args.n_clones}")
+    if args.chunk_size <= 0:
+        raise InputError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
+    dataset = Path(args.dataset) if args.dataset else output_dir / "dataset.h5"
+    if args.dataset:
+        n_records = read_dataset(dataset).n_households
+    else:
+        n_records = prepare_dataset(dataset, output_dir / "dataset_geography.npz", n_clones=args.n_clones,
+                                    seed=args.seed).households
+    builder = UnifiedMatrixBuilder(args.db or default_targets_path(), args.year, dataset, work_dir=output_dir / "work")
+    return builder, assign_geography(n_records, args.n_clones, seed=args.seed)
+
+
+def build(builder: UnifiedMatrixBuilder, geography: CloneGeography, args: argparse.Namespace):
+    """The matrix, chunked (shards kept with --keep-chunks or --chunk-dir, and always on Modal) or not."""
+    takeup = not args.skip_takeup_rerandomize
+    if not args.chunked_matrix:
+        return builder.build_matrix(geography, rerandomize_takeup=takeup)[1]
+    return builder.build_matrix_chunked(
+        geography, target_filter=None, chunk_size=args.chunk_size, chunk_plan=args.chunk_plan,
+        chunk_dir=args.chunk_dir, keep_chunks=args.keep_chunks or args.parallel, resume_chunks=args.resume_chunks,
+        rerandomize_takeup=takeup, dispatcher=choose_dispatcher(args), progress=True,
+    )[1]
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the matrix and write its outputs; returns an exit code."""
-    from policyengine_us_data.calibration.matrix_job import MatrixJob
-
+    """Build the matrix and write its outputs (`pipeline.assemble.write_outputs`, as `bin/build-matrix` does);
+    returns an exit code."""
     if args.plan:
         return print_plan(args)
     check_paths(args)
-    job = MatrixJob.from_args(args)
-    if args.chunked_matrix:
-        dispatcher = choose_dispatcher(args)
-        chunk_dir = shard_dir(args, job.builder.work_dir)
-        where = {"shard_dir": args.chunk_dir} if args.parallel else {"chunk_dir": args.chunk_dir}
-        targets_df, matrix, names = job.builder.build_matrix_chunked(
-            job.geography, target_filter=None, chunk_size=args.chunk_size, chunk_plan=args.chunk_plan, **where,
-            keep_chunks=True, resume_chunks=args.resume_chunks,
-            rerandomize_takeup=not args.skip_takeup_rerandomize, dispatcher=dispatcher, progress=True,
-        )
-        job.write_outputs(matrix, package_output=args.package_output, chunk_dir=chunk_dir)
-        if not args.keep_chunks:
-            remove_chunks(chunk_dir)
-    else:
-        targets_df, matrix, names = job.builder.build_matrix(
-            job.geography, rerandomize_takeup=not args.skip_takeup_rerandomize
-        )
-        job.write_outputs(matrix, package_output=args.package_output)
-    print(f"matrix {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} non-zeros: {job.output_dir / 'X.npz'}")
+    output_dir = Path(args.output_dir)
+    package = package_path(args.package_output, output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    builder, geography = make_builder(args, output_dir)
+    matrix = build(builder, geography, args)
+    write_outputs(output_dir, matrix, builder.state_dir, report_dir=output_dir, package=package,
+                  run=builder.chunk_run if args.chunked_matrix else None, parameters=build_parameters(args))
+    print(f"matrix {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} non-zeros: {output_dir / 'X.npz'}")
     return 0
+
+
+def build_parameters(args: argparse.Namespace) -> dict:
+    """The flags that define the build (not -q/-v, --plan or --version)."""
+    return {k: v for k, v in vars(args).items() if k not in ("quiet", "verbose", "plan")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """UnifiedMatrixBuilder: upstream's public entry points over the chunked core.
 
 `build_matrix()` is the non-chunked path for small callers: one simulation of every column.
-`build_matrix_chunked()` keeps upstream's public parameters and delegates to
-`ChunkedMatrixAssembler`; both return (targets table, CSR matrix, target names) and give the
+`build_matrix_chunked()` keeps upstream's public parameters and runs the pipeline's own steps
+(`pipeline.state`, `pipeline.chunks`, `pipeline.assemble`, as `bin/build-matrix` does); both return (targets table, CSR matrix, target names) and give the
 same matrix, array for array. Both accept upstream's `GeographyAssignment` wherever a geography
 goes (converted once by `clone_and_assign.as_clone_geography`). With `chunk_dir` given, the chunked
 path keeps its shards under `chunk_dir/coo/` as upstream does, and `resume_chunks=True` reuses them
@@ -19,22 +19,24 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.build_state import load_build_state, write_build_state
+from policyengine_us_data.calibration.build_state import load_build_state
 from policyengine_us_data.calibration.chunk_kernel import compute_entries
-from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
 from policyengine_us_data.calibration.clone_and_assign import GeographyAssignment, as_clone_geography
 from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.simulator import get_simulator, variable_entities_of
-from policyengine_us_data.calibration.targets import TargetTable, load_targets
+from policyengine_us_data.calibration.shards import remove_shards
+from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR, refuse_misplaced_shards
-from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.pipeline.assemble import assemble_matrix
+from policyengine_us_data.pipeline.chunks import ChunkRun, run_chunks
+from policyengine_us_data.pipeline.state import select_targets, write_state
+from policyengine_us_data.utils.index_dtype import index_dtype
 
 
 def reference_csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """The matrix scipy builds from COO entries: the reference every assembly must equal."""
-    index_dtype = np.int32 if max(shape) < 2**31 and len(vals) < 2**31 else np.int64
-    coo = sp.coo_matrix((vals.astype(np.float64), (rows.astype(index_dtype), cols.astype(index_dtype))), shape=shape)
+    dtype = index_dtype(len(vals), *shape)
+    coo = sp.coo_matrix((vals.astype(np.float64), (rows.astype(dtype), cols.astype(dtype))), shape=shape)
     matrix = coo.tocsr()
     matrix.sum_duplicates()
     matrix.sort_indices()
@@ -45,9 +47,7 @@ def targets_frame(table: TargetTable):
     """Upstream returns a pandas DataFrame; build one lazily (pandas is only needed here)."""
     import pandas as pd
 
-    from policyengine_us_data.outputs.matrix_files import targets_records
-
-    return pd.DataFrame(targets_records(table))
+    return pd.DataFrame(table.records())
 
 
 Geography = CloneGeography | GeographyAssignment
@@ -87,6 +87,12 @@ class UnifiedMatrixBuilder:
         self.uprating = uprating
         self.variable_type = variable_type
         self.targets: TargetTable | None = None
+        self.chunk_run: ChunkRun | None = None  # what the last build_matrix_chunked did (its chunks, lineage)
+
+    @property
+    def state_dir(self) -> Path:
+        """The build state this builder writes and its chunks read."""
+        return self.work_dir / "state"
 
     def load_targets(self, target_filter: dict[str, Any] | None = None) -> TargetTable:
         """Select and sort the target rows (filters: variables, geo_levels, target_ids)."""
@@ -96,30 +102,19 @@ class UnifiedMatrixBuilder:
             raise InputError(
                 f"unknown target_filter keys {sorted(unknown)}: use 'variables', 'geo_levels' or 'target_ids'"
             )
-        simulator = get_simulator(self.simulator)
-        known = self.known_variables if self.known_variables is not None else simulator.known_variables()
-        uprating = self.uprating if self.uprating is not None else simulator.uprating()
-        variable_type = self.variable_type or getattr(simulator, "variable_type", None)
-        self.targets = load_targets(self.db_path, self.time_period, known_variables=known, uprating=uprating,
-                                    variable_type=variable_type, **target_filter)
+        self.targets = select_targets(self.db_path, self.time_period, simulator=self.simulator,
+                                      known_variables=self.known_variables, uprating=self.uprating,
+                                      variable_type=self.variable_type, **target_filter)
         return self.targets
 
     def prepare_state(
         self, geography: Geography, target_filter: dict | None = None, rerandomize_takeup: bool = True
     ) -> Path:
         """Write the shared build state every chunk reads (entities of the dataset from the simulator)."""
-        state_dir = self.work_dir / "state"
-        entities = variable_entities_of(get_simulator(self.simulator))
-        write_build_state(
-            state_dir,
-            data=read_dataset(self.dataset_path, variable_entities=entities),
-            geography=as_clone_geography(geography),
-            targets=self.load_targets(target_filter),
-            year=self.time_period,
-            rerandomize_takeup=rerandomize_takeup,
-            simulator=self.simulator,
-        )
-        return state_dir
+        write_state(self.state_dir, dataset=self.dataset_path, geography=as_clone_geography(geography),
+                    targets=self.load_targets(target_filter), year=self.time_period,
+                    rerandomize_takeup=rerandomize_takeup, simulator=self.simulator)
+        return self.state_dir
 
     def build_matrix(
         self,
@@ -162,34 +157,28 @@ class UnifiedMatrixBuilder:
         shard_dir: str | None = None,
         chunk_plan: str = "contiguous",
     ):
-        """Chunked build through ChunkedMatrixAssembler; same return as build_matrix().
+        """Chunked build through the pipeline's steps; same return as build_matrix().
 
-        Shards go to `shard_dir` if given (ours: where a Modal run's workers write them), else
-        `chunk_dir/coo/`, else the work directory. Resuming refuses, as upstream does, shards of another
-        lineage ("Chunk cache lineage mismatch") and a shard covering other columns than planned
-        ("covers cols"); both are ValueErrors. `chunk_plan` (ours, not upstream's): "contiguous" (default here,
-        so upstream's callers see upstream's shard ranges and counts) or "state", which groups each chunk's
-        columns by state and costs a fraction of the simulation (the CLIs' default); the matrix is the same.
+        Shards go to `shard_dir` if given (ours), else `chunk_dir/coo/`, else the work directory; a Modal
+        dispatcher (`parallel`) writes them to its run's directory on the staging volume instead. Resuming refuses,
+        as upstream does, shards of another lineage ("Chunk cache lineage mismatch") and a shard covering other
+        columns than planned ("covers cols"); both are ValueErrors. `chunk_plan` (ours, not upstream's):
+        "contiguous" (default here, so upstream's callers see upstream's shard ranges and counts) or "state",
+        which groups each chunk's columns by state and costs a fraction of the simulation (the CLIs' default);
+        the matrix is the same. Shards are kept with `keep_chunks`, `chunk_dir` or `shard_dir`.
         """
         state_dir = self.prepare_state(geography, target_filter, rerandomize_takeup)
-        kept = bool(keep_chunks or chunk_dir or shard_dir)
-        if shard_dir:
-            shards = Path(shard_dir)
-        else:
-            shards = Path(chunk_dir) / COO_DIR if chunk_dir else self.work_dir / "matrix_chunks"
+        shards = Path(shard_dir or (Path(chunk_dir) / COO_DIR if chunk_dir else self.work_dir / "matrix_chunks"))
         if dispatcher is None and parallel:
             from policyengine_us_data.calibration.chunk_dispatch import ModalChunkDispatcher
 
             dispatcher = ModalChunkDispatcher(num_workers=num_matrix_workers, run_id=run_id)
-        assembler = ChunkedMatrixAssembler(
-            state_dir, shards, chunk_size=chunk_size, chunk_plan=chunk_plan, dispatcher=dispatcher,
-            resume=resume_chunks, progress=progress,
-        )
-        if resume_chunks:
-            assembler.open_manifest()
-            refuse_misplaced_shards(assembler.plans())
-        matrix = assembler.build()
-        if not kept:
-            assembler.remove_shards()
+        check = (lambda assembler: refuse_misplaced_shards(assembler.plans())) if resume_chunks else None
+        self.chunk_run = run_chunks(state_dir, shards, chunk_size=chunk_size, chunk_plan=chunk_plan,
+                                    dispatcher=dispatcher, resume=resume_chunks, progress=progress,
+                                    before_dispatch=check)
+        matrix = assemble_matrix(state_dir, self.chunk_run)
+        if not (keep_chunks or chunk_dir or shard_dir):
+            remove_shards(self.chunk_run.chunk_dir)
         inputs = load_build_state(state_dir)
         return targets_frame(inputs.targets), matrix, [row.name for row in inputs.targets.rows]

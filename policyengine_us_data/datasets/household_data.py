@@ -152,13 +152,6 @@ class HouseholdData:
         """Instance count of every entity including `person`."""
         return {e: self.n_entities(e) for e in ALL_ENTITIES}
 
-    def variables_by_entity(self) -> dict[str, list[str]]:
-        """Variable names grouped by entity, in `arrays` order."""
-        grouped: dict[str, list[str]] = {e: [] for e in ALL_ENTITIES}
-        for name in self.arrays:
-            grouped[self.entity_of(name)].append(name)
-        return grouped
-
     def replace_arrays(self, **updates: np.ndarray) -> "HouseholdData":
         """A copy with some arrays replaced or added (structure caches are not carried over)."""
         return HouseholdData({**self.arrays, **updates}, self.period, dict(self.entities))

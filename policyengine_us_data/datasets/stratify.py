@@ -14,7 +14,6 @@ from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.datasets.select import select_households
 from policyengine_us_data.errors import DatasetError
 
-DEFAULT_TARGET_HOUSEHOLDS = 12_000
 DEFAULT_STRATIFY_SEED = 3526
 TOP_BRACKETS: tuple[tuple[float, float, int], ...] = (
     (500_000.0, 1_000_000.0, 400),

@@ -28,7 +28,7 @@ from policyengine_us_data.utils.paths import check_output_file
 
 __all__ = [
     "MATRIX_FILE", "TARGETS_FILE", "METADATA_FILE", "GEOGRAPHY_FILE", "TARGET_COLUMNS", "PACKAGE_KEYS",
-    "write_matrix_outputs", "write_calibration_package", "initial_weights", "targets_records",
+    "write_matrix_outputs", "write_calibration_package", "initial_weights",
 ]
 
 MATRIX_FILE = "X.npz"
@@ -135,20 +135,6 @@ def write_matrix_outputs(
     return paths
 
 
-def targets_records(targets: TargetTable) -> list[dict[str, Any]]:
-    """One plain dict per row, with upstream's `domain_variable` column (the constraint variables)."""
-    records = []
-    for r in targets.rows:
-        variables = sorted({c.variable for c in r.domain})
-        records.append({
-            "row": r.row, "target_id": r.target_id, "stratum_id": r.stratum_id, "name": r.name,
-            "variable": r.variable, "period": r.period, "reform_id": r.reform_id, "geo_level": r.geo_level,
-            "geo_id": r.geo_id, "geographic_id": r.geographic_id, "domain_variable": ",".join(variables),
-            "domain": ",".join(c.label for c in r.domain), "source_value": r.source_value, "value": r.value,
-        })
-    return records
-
-
 def write_calibration_package(
     path: str | os.PathLike,
     matrix: sp.spmatrix,
@@ -172,7 +158,7 @@ def write_calibration_package(
                          "matrix column; build it with outputs.matrix_files.initial_weights(data, n_clones).")
     package = {
         "X_sparse": csr,
-        "targets_df": pd.DataFrame(targets_records(targets)),
+        "targets_df": pd.DataFrame(targets.records()),
         "target_names": [r.name for r in targets.rows],
         "metadata": dict(metadata),
         "initial_weights": weights,

@@ -7,7 +7,6 @@ relative error by geo level), each atomically. `write_verify_report` records wha
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -17,8 +16,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.targets import GEO_LEVELS, TargetTable
+from policyengine_us_data.calibration.chunk_plan import ChunkResult
+from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.geo_levels import ordered_levels
 from policyengine_us_data.outputs.matrix_files import matrix_stats
 from policyengine_us_data.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -36,12 +37,6 @@ def _quantile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def _levels(present: Iterable[str]) -> list[str]:
-    """Geo levels in their fixed order (national, state, district), then any others alphabetically."""
-    present = set(present)
-    return [g for g in GEO_LEVELS if g in present] + sorted(present - set(GEO_LEVELS))
-
-
 def matrix_summary(matrix: sp.spmatrix, targets: TargetTable) -> dict[str, Any]:
     """Shape, nnz, density, rows per geo level and per variable, and rows no column reaches."""
     csr = matrix.tocsr()
@@ -55,7 +50,7 @@ def matrix_summary(matrix: sp.spmatrix, targets: TargetTable) -> dict[str, Any]:
     empty = np.flatnonzero(per_row_nnz == 0)
     return {
         **matrix_stats(csr),
-        "rows_per_geo_level": {g: by_level[g] for g in _levels(by_level)},
+        "rows_per_geo_level": {g: by_level[g] for g in ordered_levels(by_level)},
         "rows_per_variable": {v: sum(c.values()) for v, c in sorted(by_variable.items())},
         "rows_per_variable_and_geo_level": {v: by_variable[v] for v in sorted(by_variable)},
         "empty_rows": int(len(empty)),
@@ -84,7 +79,7 @@ def fit_summary(matrix: sp.spmatrix, targets: TargetTable, weights: np.ndarray) 
     rel[defined] = (estimate[defined] - target[defined]) / target[defined]
     levels = np.array([r.geo_level for r in targets.rows], dtype=object)
     by_level = {}
-    for level in _levels(levels.tolist()):
+    for level in ordered_levels(levels.tolist()):
         mask = levels == level
         by_level[level] = _error_stats(np.abs(rel[mask & defined]), int(mask.sum()))
     order = np.argsort(-np.abs(np.where(defined, rel, 0.0)), kind="stable")
@@ -105,29 +100,22 @@ def _row_error(targets: TargetTable, i: int, estimate: np.ndarray, rel: np.ndarr
             "rel_error": float(rel[i])}
 
 
-def _chunk_record(item: Any) -> dict[str, Any]:
-    if hasattr(item, "to_json"):
-        obj = item.to_json()
-    elif dataclasses.is_dataclass(item):
-        obj = dataclasses.asdict(item)
-    else:
-        obj = dict(item)
-    started, finished = float(obj.get("started") or 0.0), float(obj.get("finished") or 0.0)
-    rss = obj.get("peak_rss_mb")
+def _chunk_record(result: ChunkResult) -> dict[str, Any]:
+    started, finished = float(result.started or 0.0), float(result.finished or 0.0)
     return {
-        "chunk_id": int(obj["chunk_id"]), "worker": str(obj.get("worker") or "unknown"),
-        "seconds": float(obj.get("seconds") or 0.0), "peak_rss_mb": float(rss) if rss is not None else None,
-        "nnz": int(obj.get("nnz") or 0), "started": started if started > 0 else None,
-        "finished": finished if finished > 0 else None, "timings": dict(obj.get("timings") or {}),
-        "attempts": int(obj.get("attempts") or 1),
+        "chunk_id": result.chunk_id, "worker": result.worker or "unknown", "seconds": float(result.seconds),
+        "peak_rss_mb": float(result.peak_rss_mb) if result.peak_rss_mb > 0 else None, "nnz": result.nnz,
+        "started": started if started > 0 else None, "finished": finished if finished > 0 else None,
+        "timings": dict(result.timings), "attempts": result.attempts, "reused": result.reused,
     }
 
 
-def normalise_chunks(chunk_results: Iterable[Any]) -> tuple[list[dict[str, Any]], bool]:
-    """ChunkResults, manifest records or their dicts as plain dicts with `start`/`end` seconds from the run start.
+def normalise_chunks(chunk_results: Iterable[ChunkResult]) -> tuple[list[dict[str, Any]], bool]:
+    """Every chunk's `ChunkResult` (reused ones too) as plain dicts with `start`/`end` seconds from the first start.
 
-    Returns (chunks, exact): with real start/finish times on every chunk the timeline is exact; otherwise
-    each worker's chunks are laid back to back in chunk order from their durations (exact=False).
+    Returns (chunks, exact): with real start/finish times on every chunk the timeline is exact (a reused chunk
+    sits where its earlier run put it); otherwise each worker's chunks are laid back to back in chunk order from
+    their durations (exact=False).
     """
     chunks = sorted((_chunk_record(c) for c in chunk_results), key=lambda c: c["chunk_id"])
     exact = bool(chunks) and all(c["started"] is not None and c["finished"] is not None for c in chunks)
@@ -144,9 +132,13 @@ def normalise_chunks(chunk_results: Iterable[Any]) -> tuple[list[dict[str, Any]]
 
 
 def chunk_summary(chunks: list[dict[str, Any]], exact: bool) -> dict[str, Any]:
-    """Per-worker load, wall time, slowest chunk, peak RSS and seconds per kernel stage."""
+    """Per-worker load, wall time, slowest chunk, peak RSS and seconds per kernel stage of the chunks computed in
+    this invocation (`n_chunks`); `reused_chunks` counts those kept from an earlier run, and `chunks` lists all."""
+    everything, chunks = chunks, [c for c in chunks if not c["reused"]]
+    reused = len(everything) - len(chunks)
     if not chunks:
-        return {"n_chunks": 0, "n_workers": 0, "timeline_exact": False, "workers": [], "chunks": []}
+        return {"n_chunks": 0, "reused_chunks": reused, "n_workers": 0, "timeline_exact": exact, "workers": [],
+                "chunks": everything}
     seconds = np.array([c["seconds"] for c in chunks])
     workers: dict[str, dict[str, Any]] = {}
     for c in chunks:
@@ -166,7 +158,8 @@ def chunk_summary(chunks: list[dict[str, Any]], exact: bool) -> dict[str, Any]:
         "slowest_chunk": {"chunk_id": slowest["chunk_id"], "seconds": slowest["seconds"], "worker": slowest["worker"]},
         "peak_rss_mb": max(rss) if rss else None, "nnz": int(sum(c["nnz"] for c in chunks)),
         "retried_chunks": sum(1 for c in chunks if c["attempts"] > 1), "stage_seconds": stages,
-        "workers": sorted(workers.values(), key=lambda w: w["worker"]), "chunks": chunks,
+        "workers": sorted(workers.values(), key=lambda w: w["worker"]), "chunks": everything,
+        "reused_chunks": reused,
     }
 
 
@@ -182,8 +175,8 @@ def build_report(
 ) -> dict[str, Any]:
     """Write report.json, report.md and report.png into `out_dir`; return the report as a dict.
 
-    `chunk_results` are the chunks this invocation computed (ChunkResult, manifest records or dicts);
-    an empty list means a resume found every chunk done, and the report says so rather than failing.
+    `chunk_results` holds one `ChunkResult` per chunk of the build, those a resume kept marked `reused` (the
+    timeline shows them, hatched); an empty list (a build without chunks) is reported as such.
     """
     from policyengine_us_data.outputs.report_figure import render_figure
     from policyengine_us_data.outputs.report_markdown import render_markdown

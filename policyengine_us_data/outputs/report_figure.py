@@ -43,14 +43,18 @@ def _nothing(ax: Any, title: str, message: str) -> None:
 
 def _timeline(ax: Any, chunks: list[dict[str, Any]], exact: bool, colours: dict[str, Any]) -> None:
     title = "Chunk timeline per worker" + ("" if exact or not chunks else " (approximate: start times not recorded)")
+    if any(c.get("reused") for c in chunks):
+        title += " (hatched: reused from an earlier run)"
     if not chunks:
         _nothing(ax, title, "No chunks ran in this invocation: every chunk was already done (resumed run).")
         return
     workers = list(colours)
     lanes = {w: i for i, w in enumerate(workers)}
     for c in chunks:
+        reused = c.get("reused", False)  # kept from an earlier run: hatched and faded
         ax.broken_barh([(c["start"], max(c["end"] - c["start"], 1e-3))], (lanes[c["worker"]] - 0.4, 0.8),
-                       facecolors=colours[c["worker"]], edgecolors="white", linewidth=0.8)
+                       facecolors=colours[c["worker"]], edgecolors="white", linewidth=0.8,
+                       hatch="///" if reused else None, alpha=0.45 if reused else 1.0)
         if len(chunks) <= 60:
             ax.text((c["start"] + c["end"]) / 2, lanes[c["worker"]], str(c["chunk_id"]), ha="center",
                     va="center", fontsize=7, color="white", clip_on=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from policyengine_us_data.outputs.report import REPORT_PNG
 
 MAX_METADATA_ROWS = 40
 MAX_WORKER_ROWS = 10
@@ -95,7 +94,7 @@ def _header(report: Mapping[str, Any]) -> str:
     if times:
         summary.append(times)
     return "\n".join(["# Calibration matrix report", "", " ".join(summary), "",
-                      f"![Chunk timeline, durations, peak memory and relative error by geo level]({REPORT_PNG})", ""])
+                      f"![Chunk timeline, durations, peak memory and relative error by geo level]({report['files']['figure']})", ""])
 
 
 def _build_times(timings: Mapping[str, Any]) -> str:
@@ -151,9 +150,13 @@ def _fit_section(fit: Mapping[str, Any]) -> str:
 
 def _chunk_section(c: Mapping[str, Any]) -> str:
     lines = ["## Chunks", ""]
+    reused = c.get("reused_chunks", 0)
+    if reused:
+        lines += [f"{_int(reused)} chunk(s) were reused from an earlier run (verified shards of this lineage; "
+                  "hatched in the timeline, at the times they were computed).", ""]
     if not c["n_chunks"]:
-        return "\n".join(lines + ["No chunks ran in this invocation: every chunk was already done (a resumed run), "
-                                  "so there is no timeline. The matrix was assembled from the existing shards.", ""])
+        return "\n".join(lines + ["No chunks ran in this invocation: every chunk was already done (a resumed run). "
+                                  "The matrix was assembled from the existing shards.", ""])
     speedup = c["compute_seconds"] / c["wall_seconds"] if c["wall_seconds"] > 0 else None
     slow = c["slowest_chunk"]
     text = (f"{_int(c['n_chunks'])} chunks on {c['n_workers']} worker(s): wall time {_dur(c['wall_seconds'])}, "

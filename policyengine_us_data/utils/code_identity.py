@@ -8,20 +8,16 @@ relative name and bytes (never absolute paths), so the hash is the same in a con
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
+
+from policyengine_us_data.utils.hashing import named_files_sha256
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def tree_hash(root: Path) -> str:
     """sha256 over every .py file under `root` (relative posix name, size, bytes), in sorted order."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        data = path.read_bytes()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
+    return named_files_sha256((path.relative_to(root).as_posix(), path) for path in sorted(root.rglob("*.py")))
 
 
 @functools.lru_cache(maxsize=None)

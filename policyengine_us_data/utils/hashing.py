@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -15,6 +15,18 @@ def file_sha256(path: str | os.PathLike, *, block: int = 1 << 20) -> str:
     with open(path, "rb") as handle:
         while chunk := handle.read(block):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def named_files_sha256(files: Iterable[tuple[str, str | os.PathLike]]) -> str:
+    """sha256 over (name, size, bytes) of each file, in the order given: a code version. Names, not absolute paths,
+    are hashed, so the same source gives the same hash in a Modal container and on a laptop."""
+    digest = hashlib.sha256()
+    for name, path in files:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from commands import build_matrix_runner
 from commands.cli import main as cli_main
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.geography import CloneGeography
+from policyengine_us_data.calibration import unified_calibration
 from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
 
 SMALL = ["--households", "40", "--n-clones", "2", "--chunk-size", "40", "--workers", "1", "--seed", "4"]
@@ -76,6 +78,33 @@ def test_matrix_equals_the_non_chunked_builder(built):
     rows = list(csv.reader((built / "matrix" / "targets.csv").open()))[1:]
     assert names == [row[2] for row in rows]
     assert [float(row[6]) for row in rows] == [r.value for r in builder.targets.rows]  # uprated the same way
+
+
+def test_the_upstream_front_ends_give_bin_build_matrixs_matrix_and_targets(built, tmp_path):
+    """One pipeline: `unified_calibration --chunked-matrix` and `UnifiedMatrixBuilder.build_matrix_chunked` on the
+    same dataset, geography and database give the same matrix arrays and byte for byte the same targets.csv (values
+    uprated the same way) as `bin/build-matrix`; both CLIs write the same metadata keys and package keys."""
+    dataset = built / "dataset" / "dataset.h5"
+    out = tmp_path / "uc"
+    assert unified_calibration.main(["--chunked-matrix", "--dataset", str(dataset), "--n-clones", "2", "--seed", "4",
+                                     "--chunk-size", "40", "--output-dir", str(out),
+                                     "--package-output", "package.pkl"]) == 0
+    assert_same(sp.load_npz(out / "X.npz"), load_matrix(built))
+    assert (out / "targets.csv").read_bytes() == (built / "matrix" / "targets.csv").read_bytes()
+    ours = json.loads((built / "matrix" / "metadata.json").read_text())
+    theirs = json.loads((out / "metadata.json").read_text())
+    assert set(ours) == set(theirs) and ours["lineage_signature"] == theirs["lineage_signature"]
+    with open(out / "package.pkl", "rb") as handle:  # a relative --package-output lies in --output-dir
+        package = pickle.load(handle)  # our own file, just written
+    assert set(package["metadata"]) == set(ours) - {"shape", "nnz", "density", "format", "targets_fingerprint",
+                                                    "files"}
+
+    builder = UnifiedMatrixBuilder(default_targets_path(), 2024, dataset, work_dir=tmp_path / "api")
+    frame, matrix, names = builder.build_matrix_chunked(CloneGeography.load(built / "dataset" / "geography.npz"),
+                                                        chunk_size=40, chunk_plan="state")
+    assert_same(matrix, load_matrix(built))
+    rows = list(csv.reader((built / "matrix" / "targets.csv").open()))[1:]
+    assert names == [row[2] for row in rows] and [repr(float(v)) for v in frame["value"]] == [row[6] for row in rows]
 
 
 def test_reset_to_dispatch_reruns_only_verify_and_assemble(built):

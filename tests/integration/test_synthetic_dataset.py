@@ -56,14 +56,6 @@ def household_values(simulation):
     return weight, values
 
 
-def test_report_totals(household_values):
-    """Print the measured totals and shares (visible with `-s` or `-rA`)."""
-    weight, values = household_values
-    for name, value in values.items():
-        share = np.sum(weight * (value != 0)) / weight.sum()
-        print(f"{name:24s} total={np.sum(value * weight):.4g} nonzero_share={share:.3f}")
-
-
 def test_dataset_loaded_as_written(simulation):
     assert len(simulation.calculate("person_id", DEFAULT_PERIOD)) == generate_synthetic().n_persons
     states = np.asarray(simulation.calculate("state_fips", DEFAULT_PERIOD))

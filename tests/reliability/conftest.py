@@ -19,7 +19,9 @@ from typing import Iterable
 import numpy as np
 import pytest
 
-os.environ.pop("MATRIX_CRASH_AT", None)  # never kill the test process itself
+CRASH_VARS = ("MATRIX_CRASH_AT", "RUNNER_CRASH_AT")  # the project's crash points, and the runner's own
+for _var in CRASH_VARS:
+    os.environ.pop(_var, None)  # never kill the test process itself
 
 from tests.support.target_db import every_rule_targets, make_target_db  # noqa: E402
 
@@ -42,14 +44,15 @@ def toy_args(run_dir: Path, db: Path, *extra: str, workers: int = 1, to: str = "
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MATRIX_CRASH_AT"}
+    env = {k: v for k, v in os.environ.items() if k not in CRASH_VARS}
     env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg", **extra)
     return env
 
 
 def run_cli(args: list[str], *, crash_at: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m commands.cli ARGS` in a subprocess (MATRIX_CRASH_AT set when `crash_at` is given)."""
-    env = subprocess_env(**({"MATRIX_CRASH_AT": crash_at} if crash_at else {}))
+    """`python -m commands.cli ARGS` in a subprocess; `crash_at` names a crash point of the project's or the
+    runner's (their names differ), so both switches get it."""
+    env = subprocess_env(**({var: crash_at for var in CRASH_VARS} if crash_at else {}))
     return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -2,7 +2,7 @@
 files were edited in place is repaired from (dispatch) or refused (--reset-to), never restored from.
 
 One toy build per module is the reference. Each shard-damage case works on a copy of its live `state/` and
-`chunks/` through the domain API the `verify` and `dispatch` steps use (`assembler_for(layout).classify()`,
+`chunks/` through the domain API the `verify` and `dispatch` steps use (`verifier(layout).classify()`,
 `ChunkedMatrixAssembler(...).dispatch()` with resume); the runner cases build their own small run directory.
 """
 
@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 from commands.layout import RunLayout
-from commands.verify_shards import assembler_for
+from commands.dispatch_chunks import read_chunk_run
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
 from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
 from policyengine_us_data.calibration.shards import read_shard, read_shard_header, shard_path, write_shard
+from policyengine_us_data.pipeline.chunks import chunk_assembler
 from tests.reliability.conftest import (
     _stub_figure,
     main_in_process,
@@ -112,6 +113,13 @@ def _copy_live(reference_dir: Path, dest: Path) -> RunLayout:
     return RunLayout(dest)
 
 
+def verifier(layout: RunLayout) -> ChunkedMatrixAssembler:
+    """What the verify step checks with: the dispatch step's chunks, deep (every byte hashed)."""
+    run = read_chunk_run(layout)
+    return chunk_assembler(layout.state_dir, run.chunk_dir, chunk_size=run.chunk_size, chunk_plan=run.chunk_plan,
+                           progress=False)
+
+
 def _matrix_arrays(csr) -> tuple:
     return csr.data, csr.indices, csr.indptr, csr.shape
 
@@ -122,7 +130,7 @@ def test_verify_names_the_damaged_chunks_and_dispatch_recomputes_only_those(dama
     layout = _copy_live(ref_dir, tmp_path)
     damaged = damage(layout.chunk_dir)
 
-    plan = assembler_for(layout).classify()  # the verify step's check (deep: every byte hashed)
+    plan = verifier(layout).classify()  # the verify step's check (deep: every byte hashed)
     assert set(plan.reasons) == damaged, plan.reasons
     every = set(ref_records)
     assert {c.chunk_id for c in plan.done} == every - damaged
@@ -143,7 +151,7 @@ def test_verify_names_the_damaged_chunks_and_dispatch_recomputes_only_those(dama
             st = os.stat(shard_path(layout.chunk_dir, cid))
             assert (st.st_ino, st.st_mtime_ns) == (untouched[cid].st_ino, untouched[cid].st_mtime_ns)
 
-    assert assembler_for(layout).classify().reasons == {}
+    assert verifier(layout).classify().reasons == {}
     data, indices, indptr, shape = _matrix_arrays(assembler.assemble())
     assert shape == ref_matrix.shape
     for got, want in ((data, ref_matrix.data), (indices, ref_matrix.indices), (indptr, ref_matrix.indptr)):

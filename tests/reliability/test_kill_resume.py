@@ -2,7 +2,7 @@
 recompute no finished chunk, and leave no temp file behind.
 
 Each trial runs `python -m commands.cli ... --to assemble` (toy simulator) in a subprocess with
-MATRIX_CRASH_AT=<point>:<N>, so the process kills itself the N-th time it reaches that crash point
+MATRIX_CRASH_AT and RUNNER_CRASH_AT=<point>:<N>, so the process kills itself the N-th time it reaches that crash point
 (policyengine_us_data/utils/crash_points.py, runner/crash_points.py). N is drawn below the number of times an
 uninterrupted build reaches the point (counted in the baseline build), so every trial must die by SIGKILL.
 The rerun (no variable) runs in this process through the same `commands.cli.main`.

@@ -24,13 +24,11 @@ from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
 from policyengine_us_data.calibration.chunk_dispatch.plan import (
     ProductionPlan,
     format_plan,
-    plan_from_results,
     plan_production,
 )
 from policyengine_us_data.calibration.chunk_dispatch.worker import (
     read_plans,
     run_worker_batch,
-    shard_name,
     staging_root,
     volume_plans,
     write_plans,
@@ -48,13 +46,11 @@ __all__ = [
     "format_plan",
     "lookup_worker",
     "new_run_id",
-    "plan_from_results",
     "plan_production",
     "read_plans",
     "remove_partial_shards",
     "run_outcome",
     "run_worker_batch",
-    "shard_name",
     "staging_root",
     "validate_run_id",
     "volume_plans",

@@ -94,6 +94,11 @@ class ChunkDispatcher(abc.ABC):
     ) -> DispatchReport:
         """Run every plan; return when each chunk is done, skipped, or listed as failed after retries."""
 
+    def shard_dir(self, local: Path) -> Path:
+        """Where this backend's shards land, the one place that decides it: `local` (the caller's chunk
+        directory) unless the backend writes them elsewhere (Modal: the run's directory on the volume)."""
+        return Path(local)
+
 
 def default_kernel() -> Kernel:
     """The real kernel, imported by dotted name so this module imports before (and without) it."""

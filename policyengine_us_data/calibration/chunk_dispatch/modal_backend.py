@@ -36,6 +36,7 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
 from policyengine_us_data.calibration.chunk_dispatch.worker import (
     DEFAULT_STAGING_ROOT,
     STATE_DIRNAME,
+    chunk_dir,
     run_dir,
     volume_plans,
     write_plans,
@@ -48,7 +49,12 @@ from policyengine_us_data.calibration.chunk_dispatch.lease import (
 )
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.errors import InputError
-from policyengine_us_data.modal_app import APP_FILE, APP_NAME, STAGING_VOLUME_NAME, WORKER_FUNCTION
+from policyengine_us_data.calibration.chunk_dispatch.modal_names import (
+    APP_FILE,
+    APP_NAME,
+    STAGING_VOLUME_NAME,
+    WORKER_FUNCTION,
+)
 from policyengine_us_data.utils.atomic import atomic_path
 from policyengine_us_data.utils.code_identity import code_identity
 
@@ -153,6 +159,10 @@ class ModalChunkDispatcher(ChunkDispatcher):
         self.lease_stale_after = lease_stale_after
         self.lease_heartbeat = lease_heartbeat
         self.code = code or code_identity()  # workers refuse to run under another code identity
+
+    def shard_dir(self, local: Path) -> Path:
+        """The run's chunk directory on the staging volume, wherever the caller keeps its own chunks."""
+        return chunk_dir(self.volume_root, self.run_id)
 
     def batches(self, chunk_ids: Sequence[int]) -> list[list[int]]:
         """Contiguous batches: `chunks_per_worker` each, or ceil(n / num_workers) when unset."""

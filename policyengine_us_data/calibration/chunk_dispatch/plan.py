@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
 from policyengine_us_data.errors import InputError
 
 GOAL_RATIO = 20.0
@@ -98,15 +97,6 @@ def plan_production(
         serial_container_hours=serial / 3600,
         parallel_container_hours=(containers * startup + work) / 3600,
     )
-
-
-def plan_from_results(results: Sequence[ChunkResult], **kwargs: Any) -> ProductionPlan:
-    """A plan from measured chunks: mean seconds per chunk, the largest peak RSS (MB -> GB)."""
-    if not results:
-        raise InputError("no measured chunks to plan from: build at least one chunk first")
-    seconds = sum(r.seconds for r in results) / len(results)
-    rss_gb = max(r.peak_rss_mb for r in results) / 1024.0
-    return plan_production(seconds, rss_gb, **kwargs)
 
 
 def _hms(seconds: float) -> str:

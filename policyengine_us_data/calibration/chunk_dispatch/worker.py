@@ -24,6 +24,7 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
     worker_name,
 )
 from policyengine_us_data.calibration.chunk_plan import ChunkPlan
+from policyengine_us_data.calibration.shards import shard_path
 from policyengine_us_data.errors import InputError, StaleWorkerCode
 from policyengine_us_data.utils.atomic import atomic_write_json
 from policyengine_us_data.utils.code_identity import code_identity
@@ -49,14 +50,10 @@ def chunk_dir(root: str | os.PathLike, run_id: str) -> Path:
     return run_dir(root, run_id) / CHUNK_DIRNAME
 
 
-def shard_name(chunk_id: int) -> str:
-    return f"chunk_{int(chunk_id):06d}.npz"
-
-
 def volume_plans(plans: Sequence[ChunkPlan], root: str | os.PathLike, run_id: str) -> list[ChunkPlan]:
     """The same plans with shard paths moved to `{root}/{run_id}/matrix_chunks/chunk_XXXXXX.npz`."""
     where = chunk_dir(root, run_id)
-    return [replace(plan, shard_path=str(where / shard_name(plan.chunk_id))) for plan in plans]
+    return [replace(plan, shard_path=str(shard_path(where, plan.chunk_id))) for plan in plans]
 
 
 def write_plans(plans: Sequence[ChunkPlan], root: str | os.PathLike, run_id: str) -> Path:

@@ -99,13 +99,18 @@ def test_source_hash(tmp_path: Path) -> None:
         source_hash("no_such_module_anywhere_xyz")
 
 
+def finished(chunk_id: int, start: int, end: int, nnz: int, checksum: str, seconds: float, worker: str = ""):
+    """A ChunkResult with only what the manifest tests look at."""
+    return ChunkResult(chunk_id, start, end, nnz, 0, 0, seconds, 0.0, checksum, worker)
+
+
 def test_manifest_round_trip_and_records(tmp_path: Path) -> None:
     path = tmp_path / "chunk_manifest.json"
     lineage = make_lineage()
     manifest = ChunkManifest.create(path, lineage)
     assert manifest.signature == lineage_signature(lineage)
-    manifest.record_chunk(0, 0, 20, 100, "abc", 1.5, worker="w0")
-    manifest.record_chunk(0, 0, 20, 101, "abd", 1.2, worker="w1")
+    manifest.record_result(finished(0, 0, 20, 100, "abc", 1.5, worker="w0"))
+    manifest.record_result(finished(0, 0, 20, 101, "abd", 1.2, worker="w1"))
     result = ChunkResult(chunk_id=1, col_start=20, col_end=40, nnz=7, households=5, persons=9, seconds=2.0,
                          peak_rss_mb=10.0, checksum="ff", worker="w2")  # fmt: skip
     manifest.record_result(result)
@@ -148,7 +153,7 @@ def test_manifest_garbage(tmp_path: Path, content: bytes, fragment: str) -> None
 
 def test_manifest_edited_lineage_or_records_refused(tmp_path: Path) -> None:
     path = tmp_path / "chunk_manifest.json"
-    ChunkManifest.create(path, make_lineage()).record_chunk(0, 0, 20, 100, "abc", 1.5)
+    ChunkManifest.create(path, make_lineage()).record_result(finished(0, 0, 20, 100, "abc", 1.5))
     good = json.loads(path.read_text())
     for edit, fragment in (
         (lambda o: o["lineage"].__setitem__("year", 1999), "lineage_signature"),
@@ -167,7 +172,7 @@ def test_manifest_updates_stay_fast_at_production_size(tmp_path: Path) -> None:
     manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", make_lineage())
     start = time.perf_counter()
     for chunk in range(207):
-        manifest.record_chunk(chunk, chunk * 25_000, (chunk + 1) * 25_000, 10**6, "0123456789abcdef", 60.0, "w")
+        manifest.record_result(finished(chunk, chunk * 25_000, (chunk + 1) * 25_000, 10**6, "0123456789abcdef", 60.0, "w"))
     elapsed = time.perf_counter() - start
     assert len(ChunkManifest.load(tmp_path / "chunk_manifest.json").chunks) == 207
     assert elapsed < 30, f"207 atomic rewrites took {elapsed:.1f} s"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import types
+from pathlib import Path
 
 import pytest
 
 from policyengine_us_data.calibration import unified_calibration as uc
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+from policyengine_us_data.calibration.chunk_plan import ChunkResult
 from policyengine_us_data.calibration.lineage import ChunkManifest
 
 
@@ -30,22 +32,16 @@ class FakeMatrix:
     nnz = 1
 
 
-class FakeJob:
-    def __init__(self, tmp_path):
-        self.builder = FakeBuilder(tmp_path / "work")
-        self.geography = object()
-        self.output_dir = tmp_path
-        self.written = []
-
-    def write_outputs(self, matrix, package_output=None, chunk_dir=None):
-        self.written.append((package_output, chunk_dir))
-
-
 @pytest.fixture()
 def fake_job(monkeypatch, tmp_path):
-    job = FakeJob(tmp_path)
-    monkeypatch.setattr("policyengine_us_data.calibration.matrix_job.MatrixJob.from_args", lambda args: job)
-    return job
+    """The CLI with a fake builder and output writer: its flag logic, no build."""
+    builder = FakeBuilder(tmp_path / "work")
+    builder.state_dir, builder.chunk_run = tmp_path / "state", None
+    written = []
+    monkeypatch.setattr(uc, "make_builder", lambda args, output_dir: (builder, object()))
+    monkeypatch.setattr(uc, "write_outputs", lambda *a, **k: written.append(k))
+    monkeypatch.chdir(tmp_path)
+    return types.SimpleNamespace(builder=builder, written=written)
 
 
 def run(argv):
@@ -69,7 +65,7 @@ def test_dispatcher_choice():
     args = parse(["--chunked-matrix", "--parallel", "--run-id", "abc", "--num-matrix-workers", "7"])
     dispatcher = uc.choose_dispatcher(args)
     assert isinstance(dispatcher, ModalChunkDispatcher) and dispatcher.num_workers == 7
-    assert args.chunk_dir.endswith("abc/matrix_chunks")
+    assert str(dispatcher.shard_dir(Path("local"))).endswith("abc/matrix_chunks")  # the volume's, not the caller's
 
 
 def test_chunked_build_passes_upstream_parameters(fake_job):
@@ -92,8 +88,7 @@ def test_plan_from_measured_chunks(tmp_path, capsys):
     lineage = {"n_records": 12_000, "n_clones": 2}
     manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", lineage)
     for cid in range(3):
-        manifest.record_chunk(cid, cid * 1000, (cid + 1) * 1000, 10, "x", 12.0)
-    (tmp_path / "dispatch.json").write_text(json.dumps({"results": [{"peak_rss_mb": 3072}]}))
+        manifest.record_result(ChunkResult(cid, cid * 1000, (cid + 1) * 1000, 10, 1, 1, 12.0, 3072.0 if cid else 0.0))
     assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "25000"]) == 0
     out = capsys.readouterr().out
     assert "12.00 ms per column" in out and "207" in out
@@ -102,7 +97,7 @@ def test_plan_from_measured_chunks(tmp_path, capsys):
 def test_plan_from_measured_state_chunks_counts_the_state_plans_chunks(tmp_path, capsys):
     lineage = {"n_records": 1_000, "n_clones": 2, "chunk_plan": "state"}
     manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", lineage)
-    manifest.record_chunk(0, 0, 1000, 10, "x", 5.0)
+    manifest.record_result(ChunkResult(0, 0, 1000, 10, 1, 1, 5.0, 0.0))
     assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "2000"]) == 0
     out = capsys.readouterr().out
     n_chunks = uc.planned_chunks("state", 1_000, 430, 2000)

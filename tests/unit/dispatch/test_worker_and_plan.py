@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from policyengine_us_data.calibration.chunk_dispatch import (
     format_plan,
-    plan_from_results,
     plan_production,
     read_plans,
     run_worker_batch,
@@ -20,7 +19,6 @@ from policyengine_us_data.calibration.chunk_dispatch import (
     volume_plans,
     write_plans,
 )
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
 from policyengine_us_data.errors import InputError
 
 
@@ -119,15 +117,6 @@ def test_production_plan_invariants(seconds, n_chunks, workers, cold):
     assert plan.containers <= workers and plan.containers * plan.chunks_per_worker >= n_chunks
     assert plan.chunks_per_worker == math.ceil(n_chunks / workers)
     assert plan.parallel_container_hours >= plan.serial_container_hours - 1e-9
-
-
-def test_plan_from_measured_results():
-    results = [ChunkResult(i, 0, 1, 1, 1, 1, seconds=s, peak_rss_mb=m) for i, (s, m) in
-               enumerate([(200.0, 2048.0), (280.0, 3072.0)])]
-    plan = plan_from_results(results, workers=10)
-    assert plan.per_chunk_seconds == 240.0 and plan.per_chunk_rss_gb == 3.0 and plan.workers == 10
-    with pytest.raises(InputError):
-        plan_from_results([])
 
 
 def test_importing_the_dispatchers_is_cheap():

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.lineage import ChunkRecord
 from policyengine_us_data.calibration.targets import TargetTable
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.outputs.matrix_files import initial_weights
@@ -111,13 +110,33 @@ def test_all_zero_targets_and_empty_rows(tmp_path, targets) -> None:
     json.loads((tmp_path / "report.json").read_text())  # strict JSON: no NaN
 
 
-def test_manifest_records_and_dicts_give_an_approximate_timeline(chunk_results) -> None:
-    records = [ChunkRecord(0, 0, 2, 3, "x", 4.0, "w1"), ChunkRecord(1, 2, 4, 2, "y", 6.0, "w1", attempts=2)]
-    chunks, exact = normalise_chunks(records)
+def test_results_without_times_give_an_approximate_timeline(chunk_results) -> None:
+    untimed = [replace(r, started=0.0, finished=0.0, peak_rss_mb=0.0) for r in chunk_results[:2]]
+    chunks, exact = normalise_chunks([untimed[0], replace(untimed[1], worker="w1", attempts=2)])
     assert not exact and [(c["start"], c["end"]) for c in chunks] == [(0.0, 4.0), (4.0, 10.0)]
     assert chunks[0]["peak_rss_mb"] is None and chunks[1]["attempts"] == 2
-    dicts, exact = normalise_chunks([r.to_json() for r in chunk_results])
-    assert exact and [c["chunk_id"] for c in dicts] == [0, 1, 2]
+    timed, exact = normalise_chunks(chunk_results)
+    assert exact and [c["chunk_id"] for c in timed] == [0, 1, 2]
+
+
+def test_chunks_reused_after_a_resume_are_in_the_timeline_marked_as_reused(tmp_path, matrix, targets,
+                                                                           chunk_results) -> None:
+    """Issue 16: after a resume the reused chunks stayed out of the timeline. They are listed (at the times they
+    were computed), marked, counted apart, and kept out of this invocation's wall time and per-worker load."""
+    earlier = [replace(r, reused=True, started=r.started - 100.0, finished=r.finished - 100.0)
+               for r in chunk_results[:2]]
+    results = earlier + chunk_results[2:]
+    report = build_report(tmp_path, matrix=matrix, targets=targets, weights=np.ones(matrix.shape[1]),
+                          chunk_results=results, verify_summary=None, metadata={})
+    chunks = report["chunks"]
+    assert [(c["chunk_id"], c["reused"]) for c in chunks["chunks"]] == [(0, True), (1, True), (2, False)]
+    assert chunks["n_chunks"] == 1 and chunks["reused_chunks"] == 2
+    assert chunks["wall_seconds"] == pytest.approx(chunk_results[2].seconds)
+    assert [w["chunks"] for w in chunks["workers"]] == [1]
+    assert "2 chunk(s) were reused from an earlier run" in (tmp_path / "report.md").read_text()
+    only_reused = build_report(tmp_path / "all", matrix=matrix, targets=targets, weights=np.ones(matrix.shape[1]),
+                               chunk_results=earlier + [replace(chunk_results[2], reused=True)], metadata={})
+    assert only_reused["chunks"]["n_chunks"] == 0 and len(only_reused["chunks"]["chunks"]) == 3
 
 
 def test_wrong_weight_length_is_an_input_error(tmp_path, matrix, targets) -> None:
