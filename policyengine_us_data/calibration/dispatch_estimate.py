@@ -35,4 +35,4 @@ def estimate(n_columns: int, workers: int, rate: dict[str, Any] | None) -> float
     """Wall seconds for `n_columns` on `workers` at the measured rate (plus the measured warm-up), or None."""
     if rate is None:
         return None
-    return round(rate["seconds_per_column"] * n_columns / max(workers, 1) + (rate["warm_up_seconds"] or 0.0), 1)
+    return round(rate["seconds_per_column"] * n_columns / max(workers, 1) + (rate["warm_up_seconds"] or 0.0), 3)
