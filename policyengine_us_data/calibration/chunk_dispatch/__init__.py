@@ -23,8 +23,7 @@ from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
 )
 from policyengine_us_data.calibration.chunk_dispatch.plan import (
     ProductionPlan,
-    format_plan,
-    plan_from_results,
+    format_plans,
     plan_production,
 )
 from policyengine_us_data.calibration.chunk_dispatch.worker import (
@@ -45,10 +44,9 @@ __all__ = [
     "ModalChunkDispatcher",
     "ProductionPlan",
     "contiguous_batches",
-    "format_plan",
+    "format_plans",
     "lookup_worker",
     "new_run_id",
-    "plan_from_results",
     "plan_production",
     "read_plans",
     "remove_partial_shards",
