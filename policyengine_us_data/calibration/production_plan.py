@@ -71,7 +71,8 @@ def inputs_from_manifest(path: Path, chunk_size: int, cold_start_s: float | None
         sizes = sorted({s for by_size in manifest.get("plans", {}).values() for s in by_size}, key=int)
         raise InputError(f"{path} has no chunks measured at {chunk_size:,} columns (it has {', '.join(sizes) or 'none'}): "
                          f"pass --chunk-size with one of those, or measure with bench_chunk_plans.py --sizes {chunk_size}")
-    load = manifest.get("host", {}).get("load_average_start", ["?"])[0]
+    load = (manifest.get("host", {}).get("load_average_start") or ["?"])[0]
+    load = f"{load:.2f}" if isinstance(load, (int, float)) else load
     source = (f"{path} ({manifest.get('created', '?')}, {manifest.get('sample', {}).get('households', '?')} households x "
               f"{manifest.get('sample', {}).get('clones', '?')} clones, load average {load}, "
               f"policyengine-us {manifest.get('policyengine_us', '?')})")

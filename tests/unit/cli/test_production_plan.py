@@ -93,3 +93,9 @@ def test_a_chunk_directory_at_another_chunk_size_is_refused(tmp_path, capsys):
 def test_plan_needs_a_source(capsys):
     assert uc.main(["--plan"]) == 2
     assert "--plan needs --measured FILE" in capsys.readouterr().err
+
+
+def test_planned_chunks_follow_each_kinds_partition():
+    assert pp.planned_chunks("contiguous", 12_000, 430, 25_000) == 207
+    n_state = pp.planned_chunks("state", 1_000, 430, 2000)
+    assert 215 <= n_state <= 215 + 51  # 430,000 columns in chunks of at most 2,000 that do not cross a large state
