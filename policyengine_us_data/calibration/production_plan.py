@@ -46,6 +46,21 @@ def _optional(obj: dict[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _manifest_inputs(manifest: dict[str, Any], chunk_size: int, cold_start_s: float | None) -> dict[str, PlanInputs]:
+    assembly = manifest.get("assembly") or {}
+    per_nnz = float(assembly["seconds"]) / int(assembly["nnz"]) if assembly.get("nnz") else None
+    out = {}
+    for kind, by_size in manifest.get("plans", {}).items():
+        rows = by_size.get(str(chunk_size))
+        if not rows:
+            continue
+        chunk = ChunkTimes(tuple(float(r["seconds"]) for r in rows), max(r["peak_rss_mb"] for r in rows) / 1024,
+                           sum(int(r["columns"]) for r in rows))
+        out[kind] = PlanInputs(chunk, _optional(manifest, "import_s"), _optional(manifest, "warm_up_s"), cold_start_s,
+                               per_nnz, _optional(manifest, "nnz_per_column"))
+    return out
+
+
 def inputs_from_manifest(path: Path, chunk_size: int, cold_start_s: float | None) -> tuple[dict[str, PlanInputs], str]:
     """Each measured plan kind's inputs at `chunk_size`, and a line naming the source."""
     try:
@@ -56,17 +71,11 @@ def inputs_from_manifest(path: Path, chunk_size: int, cold_start_s: float | None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path} is not a measurement manifest ({MANIFEST_FORMAT}): write one with "
                          "benchmarks/bench_chunk_plans.py --manifest FILE")
-    assembly = manifest.get("assembly") or {}
-    per_nnz = assembly["seconds"] / assembly["nnz"] if assembly.get("nnz") else None
-    out = {}
-    for kind, by_size in manifest.get("plans", {}).items():
-        rows = by_size.get(str(chunk_size))
-        if not rows:
-            continue
-        chunk = ChunkTimes(tuple(float(r["seconds"]) for r in rows), max(r["peak_rss_mb"] for r in rows) / 1024,
-                           sum(int(r["columns"]) for r in rows))
-        out[kind] = PlanInputs(chunk, _optional(manifest, "import_s"), _optional(manifest, "warm_up_s"), cold_start_s,
-                               per_nnz, _optional(manifest, "nnz_per_column"))
+    try:
+        out = _manifest_inputs(manifest, chunk_size, cold_start_s)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"malformed measurement manifest {path} ({type(exc).__name__}: {exc}): write it again with "
+                         "benchmarks/bench_chunk_plans.py --manifest FILE") from exc
     if not out:
         sizes = sorted({s for by_size in manifest.get("plans", {}).values() for s in by_size}, key=int)
         raise InputError(f"{path} has no chunks measured at {chunk_size:,} columns (it has {', '.join(sizes) or 'none'}): "

@@ -59,6 +59,8 @@ def test_an_unmeasured_import_is_named_not_guessed(tmp_path, capsys):
 @pytest.mark.parametrize("content, message", [
     ("not json", "cannot read the measurement manifest"),
     (json.dumps({"format": "other"}), "is not a measurement manifest"),
+    (json.dumps({"format": pp.MANIFEST_FORMAT, "plans": {"state": {"25000": [{"seconds": 1.0}]}}}),
+     "malformed measurement manifest"),
 ])
 def test_a_bad_manifest_exits_2(tmp_path, capsys, content, message):
     (tmp_path / "m.json").write_text(content)
