@@ -18,7 +18,7 @@ ARTIFACTS_MOUNT = "/pipeline-artifacts"
 MAX_CONTAINERS = 50
 # Modal reruns an input whose container crashed (OOM-kill, host failure); the worker skips committed shards.
 WORKER_RETRIES = 2
-# A contiguous 25,000-column chunk with two reform rows peaked at 12.7 GB (bench_chunk_plans); headroom for real households.
+# A contiguous 25,000-column chunk peaked at 12.7 GB (bench_kernel), a state-major one at 3.6 GB (bench_chunk_plans); headroom for real households.
 WORKER_MEMORY_MB = 32 * 1024
 APP_FILE = "policyengine_us_data/modal_app/app.py"
 
