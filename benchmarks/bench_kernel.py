@@ -40,9 +40,10 @@ def make_state(root: Path, n_columns: int) -> Path:
     return state_with_clones(root, -(-n_columns // generate_synthetic().n_households))
 
 
-def state_with_clones(root: Path, clones: int) -> Path:
-    """Build state for the embedded households x `clones` and every default target, uprated as a build does."""
-    data = generate_synthetic()
+def state_with_clones(root: Path, clones: int, households: int | None = None) -> Path:
+    """Build state for the embedded households (or `households` synthetic ones) x `clones` and every default
+    target, uprated as a build does."""
+    data = generate_synthetic() if households is None else generate_synthetic(households)
     simulator = get_simulator("policyengine")
     table = load_targets(default_targets_path(), 2024, known_variables=simulator.known_variables(),
                          uprating=simulator.uprating())

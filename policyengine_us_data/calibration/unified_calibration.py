@@ -3,8 +3,8 @@
 Builds the calibration matrix (fitting weights is downstream's job, so `--build-only` is the only
 mode and is accepted for compatibility). `--chunked-matrix` takes the chunked path; `--parallel`
 then fans the chunks out over Modal, and without `--chunked-matrix` it is a silent no-op.
-`--workers N` runs chunks in a local process pool instead. `--plan` prints a production plan from
-the per-chunk measurements of a chunk directory.
+`--workers N` runs chunks in a local process pool instead. `--plan` prints the production plan from
+a measurement manifest or a build's chunk directory (`production_plan`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuild
 from policyengine_us_data.calibration.default_targets import default_targets_path
 from policyengine_us_data.calibration.geography import CloneGeography, assign_geography
 from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
-from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR
+from policyengine_us_data.calibration.production_plan import PRODUCTION_HOUSEHOLDS, print_plan
 from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import ArtifactError, InputError
 from policyengine_us_data.pipeline.assemble import package_path, write_outputs
@@ -74,8 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--chunk-dir", default=None)
     build.add_argument("--build-only", action="store_true", help="build the matrix only (the only mode here)")
     build.add_argument("--package-output", default=None, help="write upstream's calibration_package.pkl here")
-    build.add_argument("--plan", action="store_true",
-                       help="print a production plan from the chunk measurements in --chunk-dir and exit")
+    plan = parser.add_argument_group("production plan (--plan)")
+    plan.add_argument("--plan", action="store_true",
+                      help="print the production plan (--plan-households x --n-clones in --chunk-size chunks on "
+                           "--num-matrix-workers) from --measured FILE or the chunks in --chunk-dir, and exit")
+    plan.add_argument("--measured", default=None,
+                      help="measurement manifest written by benchmarks/bench_chunk_plans.py --manifest FILE")
+    plan.add_argument("--plan-households", type=int, default=PRODUCTION_HOUSEHOLDS)
+    plan.add_argument("--cold-start-seconds", type=float, default=None,
+                      help="Modal's container start, if you measured it (otherwise the plan says it is not)")
     return parser
 
 
@@ -90,56 +97,6 @@ def choose_dispatcher(args: argparse.Namespace):
     return LocalChunkDispatcher(workers=args.workers)
 
 
-def print_plan(args: argparse.Namespace) -> int:
-    from policyengine_us_data.calibration.chunk_dispatch.plan import format_plan, plan_production
-    from policyengine_us_data.calibration.lineage import ChunkManifest
-
-    if not args.chunk_dir:
-        raise InputError("--plan needs --chunk-dir pointing at a build's chunks (run one with --keep-chunks)")
-    chunks = manifest_dir(Path(args.chunk_dir))
-    manifest = ChunkManifest.load(chunks / "chunk_manifest.json")
-    records = list(manifest.chunks.values())
-    if not records:
-        raise InputError(f"no finished chunks recorded in {args.chunk_dir}: build some first")
-    columns = sum(r.col_end - r.col_start for r in records)
-    seconds_per_column = sum(r.seconds for r in records) / columns
-    kind = str(manifest.lineage.get("chunk_plan", "contiguous"))
-    n_columns = manifest.lineage["n_records"] * args.n_clones
-    n_chunks = planned_chunks(kind, manifest.lineage["n_records"], args.n_clones, args.chunk_size)
-    per_chunk = seconds_per_column * n_columns / n_chunks
-    rss_gb = _peak_rss_gb(records)
-    plan = plan_production(per_chunk, rss_gb, n_chunks=n_chunks, workers=args.num_matrix_workers)
-    print(f"measured: {len(records)} chunks ({kind} plan), {columns} columns, {seconds_per_column * 1000:.2f} ms per "
-          f"column (scaled linearly to {n_columns / n_chunks:.0f} columns per chunk: an upper bound, the fixed cost "
-          "is paid once per chunk)")
-    print(format_plan(plan))
-    return 0
-
-
-def planned_chunks(kind: str, n_records: int, n_clones: int, chunk_size: int) -> int:
-    """How many chunks the plan kind makes of n_records x n_clones columns (state: on a fresh geography)."""
-    from policyengine_us_data.calibration.chunk_plan import partition_plan
-    from policyengine_us_data.calibration.geography import assign_geography
-
-    if kind == "contiguous":
-        return -(-(n_records * n_clones) // chunk_size)
-    return len(partition_plan(kind, assign_geography(n_records, n_clones, seed=0).state_fips, chunk_size))
-
-
-UNMEASURED_PEAK_GB = 12.7  # the README's measured peak of a contiguous 25,000-column chunk
-
-
-def _peak_rss_gb(records: list) -> float:
-    """The largest worker peak RSS the manifest recorded; without one, say so and use the README's measured
-    12.7 GB for a contiguous 25,000-column chunk (an upper bound for state-major chunks)."""
-    peaks = [r.peak_rss_mb for r in records]
-    if peaks and max(peaks) > 0:
-        return max(peaks) / 1024
-    print(f"peak memory: not recorded in the chunk manifest; using the measured {UNMEASURED_PEAK_GB} GB of a "
-          "contiguous 25,000-column chunk")
-    return UNMEASURED_PEAK_GB
-
-
 def check_paths(args: argparse.Namespace) -> None:
     """Every path flag is of the right kind before anything is built; no parent directory is created for
     --package-output."""
@@ -150,11 +107,6 @@ def check_paths(args: argparse.Namespace) -> None:
         if value:
             check_output_dir(value, flag)
     package_path(args.package_output, Path(args.output_dir))  # relative: inside --output-dir, as in bin/build-matrix
-
-
-def manifest_dir(chunk_dir: Path) -> Path:
-    """The directory holding a build's `chunk_manifest.json` (`X/coo/` for a local build, `X` on Modal)."""
-    return chunk_dir / COO_DIR if (chunk_dir / COO_DIR / "chunk_manifest.json").exists() else chunk_dir
 
 
 def make_builder(args: argparse.Namespace, output_dir: Path) -> tuple[UnifiedMatrixBuilder, CloneGeography]:
@@ -184,13 +136,11 @@ def build(builder: UnifiedMatrixBuilder, geography: CloneGeography, args: argpar
         chunk_dir=args.chunk_dir, keep_chunks=args.keep_chunks or args.parallel, resume_chunks=args.resume_chunks,
         rerandomize_takeup=takeup, dispatcher=choose_dispatcher(args), progress=True,
     )[1]
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the matrix and write its outputs (`pipeline.assemble.write_outputs`, as `bin/build-matrix` does);
     returns an exit code."""
     if args.plan:
-        return print_plan(args)
+        return print_plan(args)  # production_plan: the plan from measured inputs
     check_paths(args)
     output_dir = Path(args.output_dir)
     package = package_path(args.package_output, output_dir)

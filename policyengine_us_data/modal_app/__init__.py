@@ -15,6 +15,8 @@ from policyengine_us_data.calibration.chunk_dispatch.modal_names import (
     STAGING_MOUNT,
     STAGING_VOLUME_NAME,
     WORKER_FUNCTION,
+    WORKER_MEMORY_MB,
+    WORKER_RETRIES,
 )
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "STAGING_MOUNT",
     "STAGING_VOLUME_NAME",
     "WORKER_FUNCTION",
+    "WORKER_MEMORY_MB",
+    "WORKER_RETRIES",
 ]

@@ -29,6 +29,8 @@ from policyengine_us_data.modal_app import (
     ARTIFACTS_VOLUME_NAME,
     APP_NAME,
     MAX_CONTAINERS,
+    WORKER_MEMORY_MB,
+    WORKER_RETRIES,
     STAGING_MOUNT,
     STAGING_VOLUME_NAME,
 )
@@ -48,9 +50,6 @@ from policyengine_us_data.modal_app.images import image
 # One worker runs a contiguous batch (~4-5 production chunks of 25,000 columns, ~4 min each).
 WORKER_TIMEOUT_S = 4 * 3600
 WORKER_CPU = 2.0
-# Modal reruns an input whose container crashed (OOM-kill, host failure); the worker skips committed shards.
-WORKER_RETRIES = 2
-WORKER_MEMORY_MB = 32 * 1024  # a 25,000-column chunk with two reform rows peaked at 12.7 GB (bench_kernel); headroom for real households
 # The coordinator keeps upstream's ceiling: 8 CPU / 64 GB / 14 h.
 COORDINATOR_TIMEOUT_S = 14 * 3600
 COORDINATOR_CPU = 8.0

@@ -23,7 +23,7 @@ from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
 )
 from policyengine_us_data.calibration.chunk_dispatch.plan import (
     ProductionPlan,
-    format_plan,
+    format_plans,
     plan_production,
 )
 from policyengine_us_data.calibration.chunk_dispatch.worker import (
@@ -43,7 +43,7 @@ __all__ = [
     "ModalChunkDispatcher",
     "ProductionPlan",
     "contiguous_batches",
-    "format_plan",
+    "format_plans",
     "lookup_worker",
     "new_run_id",
     "plan_production",

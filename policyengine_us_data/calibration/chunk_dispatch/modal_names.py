@@ -13,4 +13,9 @@ ARTIFACTS_VOLUME_NAME = "pipeline-artifacts"
 ARTIFACTS_MOUNT = "/pipeline-artifacts"
 # Reused from the H5 workers' ceiling, not added on top of it.
 MAX_CONTAINERS = 50
+# Modal reruns an input whose container crashed (OOM-kill, host failure); the worker skips committed shards.
+WORKER_RETRIES = 2
+# A contiguous 25,000-column chunk peaked at 10-12.7 GB, a state-major one at 3.6 GB (bench_chunk_plans);
+# headroom for real households.
+WORKER_MEMORY_MB = 32 * 1024
 APP_FILE = "policyengine_us_data/modal_app/app.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import types
 from pathlib import Path
 
@@ -9,8 +10,6 @@ import pytest
 
 from policyengine_us_data.calibration import unified_calibration as uc
 from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
-from policyengine_us_data.calibration.lineage import ChunkManifest
 
 
 class FakeBuilder:
@@ -84,27 +83,6 @@ def test_chunk_plan_flag_reaches_the_builder(fake_job, capsys):
     assert "invalid choice: 'by-county'" in capsys.readouterr().err
 
 
-def test_plan_from_measured_chunks(tmp_path, capsys):
-    lineage = {"n_records": 12_000, "n_clones": 2}
-    manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", lineage)
-    for cid in range(3):
-        manifest.record_result(ChunkResult(cid, cid * 1000, (cid + 1) * 1000, 10, 1, 1, 12.0, 3072.0 if cid else 0.0))
-    assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "25000"]) == 0
-    out = capsys.readouterr().out
-    assert "12.00 ms per column" in out and "207" in out
-
-
-def test_plan_from_measured_state_chunks_counts_the_state_plans_chunks(tmp_path, capsys):
-    lineage = {"n_records": 1_000, "n_clones": 2, "chunk_plan": "state"}
-    manifest = ChunkManifest.create(tmp_path / "chunk_manifest.json", lineage)
-    manifest.record_result(ChunkResult(0, 0, 1000, 10, 1, 1, 5.0, 0.0))
-    assert run(["--plan", "--chunk-dir", str(tmp_path), "--n-clones", "430", "--chunk-size", "2000"]) == 0
-    out = capsys.readouterr().out
-    n_chunks = uc.planned_chunks("state", 1_000, 430, 2000)
-    assert 215 <= n_chunks <= 215 + 51  # 430,000 columns in chunks of at most 2,000 that do not cross a large state
-    assert "(state plan)" in out and "5.00 ms per column" in out and f"Production plan: {n_chunks} chunks" in out
-
-
 def test_bad_input_exits_2(capsys):
     assert uc.main(["--plan"]) == 2
-    assert "--plan needs --chunk-dir" in capsys.readouterr().err
+    assert "--plan needs --measured FILE" in capsys.readouterr().err

@@ -1,18 +1,13 @@
-"""The remote worker's body (plans.json, outcomes) and the production planner's arithmetic."""
+"""The remote worker's body (plans.json, outcomes) and the staging root."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 from dispatch_fakes import FakeKernel, make_plans
-from hypothesis import given
-from hypothesis import strategies as st
 
 from policyengine_us_data.calibration.chunk_dispatch import (
-    format_plan,
-    plan_production,
     read_plans,
     run_worker_batch,
     staging_root,
@@ -70,53 +65,6 @@ def test_staging_root_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("PE_STAGING_ROOT", str(tmp_path))
     assert staging_root() == tmp_path
     assert staging_root("/explicit") == Path("/explicit")
-
-
-def test_production_plan_numbers():
-    plan = plan_production(240.0, 3.1, cold_start_s=20, import_s=40)
-    assert (plan.n_chunks, plan.workers, plan.chunks_per_worker, plan.containers) == (207, 50, 5, 42)
-    assert plan.serial_seconds == 60 + 207 * 240
-    assert plan.parallel_seconds == 60 + 5 * 240
-    assert plan.ratio == pytest.approx((60 + 207 * 240) / 1260)
-    assert plan.serial_container_hours == pytest.approx(plan.serial_seconds / 3600)
-    assert plan.parallel_container_hours == pytest.approx((42 * 60 + 207 * 240) / 3600)
-    assert plan.serial_fits and plan.parallel_fits and plan.meets_goal
-    text = format_plan(plan)
-    for needle in ("207 chunks", "50 workers", "13h49m00s", "0h21m00s", "39.5x", "meets"):
-        assert needle in text
-    assert plan.to_json()["ratio"] == pytest.approx(plan.ratio)
-
-
-def test_production_plan_flags_a_serial_run_over_the_ceiling():
-    plan = plan_production(300.0, 4.0, workers=1)
-    assert not plan.serial_fits and not plan.parallel_fits and not plan.meets_goal
-    assert "MISSES" in format_plan(plan) and "NO" in format_plan(plan)
-
-
-@pytest.mark.parametrize("kwargs", [
-    {"per_chunk_seconds": 0, "per_chunk_rss_gb": 1},
-    {"per_chunk_seconds": 1, "per_chunk_rss_gb": -1},
-    {"per_chunk_seconds": 1, "per_chunk_rss_gb": 1, "workers": 0},
-    {"per_chunk_seconds": 1, "per_chunk_rss_gb": 1, "n_chunks": 0},
-    {"per_chunk_seconds": 1, "per_chunk_rss_gb": 1, "cold_start_s": -1},
-])
-def test_production_plan_refuses_nonsense(kwargs):
-    with pytest.raises(InputError):
-        plan_production(**kwargs)
-
-
-@given(
-    seconds=st.floats(1, 3600),
-    n_chunks=st.integers(1, 2000),
-    workers=st.integers(1, 200),
-    cold=st.floats(0, 120),
-)
-def test_production_plan_invariants(seconds, n_chunks, workers, cold):
-    plan = plan_production(seconds, 2.0, n_chunks=n_chunks, workers=workers, cold_start_s=cold)
-    assert plan.parallel_seconds <= plan.serial_seconds + 1e-6
-    assert plan.containers <= workers and plan.containers * plan.chunks_per_worker >= n_chunks
-    assert plan.chunks_per_worker == math.ceil(n_chunks / workers)
-    assert plan.parallel_container_hours >= plan.serial_container_hours - 1e-9
 
 
 def test_importing_the_dispatchers_is_cheap():
