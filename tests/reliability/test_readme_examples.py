@@ -1,5 +1,5 @@
 """Every fenced bash and python example in README.md either runs as written (the cheap ones: --help, --status,
---list, --dry-run, --version, and the pipeline snippet with the toy simulator) or says in its comment what it
+--list, --dry-run, --version, --plan, and the pipeline snippet with the toy simulator) or says in its comment what it
 needs (a comment containing "needs", on the command or at the top of its block). Snippets that are not run are
 still compiled, their imports executed, and every name they use must be defined."""
 
@@ -17,7 +17,7 @@ import pytest
 from tests.reliability.conftest import REPO, TOY_SIM, subprocess_env
 
 README = REPO / "README.md"
-CHEAP = {"--help", "--status", "--list", "--dry-run", "--version"}
+CHEAP = {"--help", "--status", "--list", "--dry-run", "--version", "--plan"}
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
