@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from policyengine_us_data.calibration import csr_stream  # noqa: E402
-from policyengine_us_data.calibration import shards  # noqa: E402
+from policyengine_us_data.shards import csr_stream  # noqa: E402
+from policyengine_us_data.shards import shards  # noqa: E402
 
 N_ROWS = 3842
 N_STATES, STATE_VARS, N_DISTRICTS, DISTRICT_VARS = 51, 20, 436, 6

@@ -52,7 +52,7 @@ def timed_import() -> float:
 
 def sample_chunks(kind: str, state_fips: np.ndarray, size: int, count: int | None) -> list[tuple[int, int, int]]:
     """Every chunk of the plan (`count` None), or `count` evenly spaced among those holding >= 90% of `size`."""
-    from policyengine_us_data.calibration.chunk_plan import partition_plan
+    from policyengine_us_data.shards.chunk_plan import partition_plan
 
     chunks = partition_plan(kind, state_fips, size)
     if count is None:
@@ -63,7 +63,7 @@ def sample_chunks(kind: str, state_fips: np.ndarray, size: int, count: int | Non
 
 
 def _child(plan, state: str, pipe) -> None:
-    from policyengine_us_data.calibration.chunk_kernel import peak_rss_mb, run_chunk
+    from policyengine_us_data.kernel.chunk_kernel import peak_rss_mb, run_chunk
 
     result = run_chunk(plan, state)
     pipe.send({"seconds": result.seconds, "simulate_s": result.timings.get("simulate", 0.0), "nnz": result.nnz,
@@ -74,8 +74,8 @@ def _child(plan, state: str, pipe) -> None:
 
 def time_chunk(kind: str, chunk: tuple[int, int, int], state: Path, root: Path) -> dict:
     """Run one chunk in a forked child (warm, like a pool worker); its own peak RSS comes back with it."""
-    from policyengine_us_data.calibration.build_state import load_build_state
-    from policyengine_us_data.calibration.chunk_plan import ChunkPlan, chunk_columns
+    from policyengine_us_data.kernel.build_state import load_build_state
+    from policyengine_us_data.shards.chunk_plan import ChunkPlan, chunk_columns
 
     chunk_id, start, end = chunk
     shard = root / f"{kind}_{end - start}_{chunk_id:06d}.npz"
@@ -104,7 +104,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_plan(kind: str, size: int, count: int | None, state: Path, root: Path) -> list[dict]:
-    from policyengine_us_data.calibration.build_state import load_build_state
+    from policyengine_us_data.kernel.build_state import load_build_state
 
     fips = load_build_state(state).geography.state_fips
     rows = []
@@ -150,7 +150,7 @@ def time_assembly(root: Path, nnz_per_column: float) -> dict:
     """Streaming assembly of 20 synthetic 25,000-column shards with the measured non-zeros per column."""
     from bench_assembly import N_ROWS, generate  # noqa: E402  (the assembly benchmark's shards)
 
-    from policyengine_us_data.calibration import csr_stream
+    from policyengine_us_data.shards import csr_stream
 
     paths = generate(root / "assembly", 20, 25_000, nnz_per_column, seed=20240)
     start = time.perf_counter()
@@ -182,7 +182,7 @@ def write_manifest(path: Path, args: argparse.Namespace, measured: dict, runs: d
         "assembly": measured["assembly"],
     }
     atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
-    print(f"\nmeasurement manifest: {path}\n  plan with: python -m policyengine_us_data.calibration.unified_calibration "
+    print(f"\nmeasurement manifest: {path}\n  plan with: python -m policyengine_us_data.compat.unified_calibration "
           f"--plan --measured {path}")
 
 
@@ -209,8 +209,8 @@ def main() -> int:
     import_s = timed_import()
     from bench_kernel import state_with_clones  # noqa: E402  (the same build state as the kernel benchmark)
 
-    from policyengine_us_data.calibration.build_state import load_build_state
-    from policyengine_us_data.calibration.chunk_kernel import warm_up
+    from policyengine_us_data.kernel.build_state import load_build_state
+    from policyengine_us_data.kernel.chunk_kernel import warm_up
 
     with tempfile.TemporaryDirectory(prefix="bench-plans-") as tmp:
         root = Path(tmp)

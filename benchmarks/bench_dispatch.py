@@ -41,7 +41,7 @@ YEAR = 2024
 
 def _targets(states: list[int], districts: list[int]):
     """A small, realistic mix: national, state and district rows on variables that compute on synthetic data."""
-    from policyengine_us_data.calibration.target_db import StratumSpec, TargetSpec
+    from policyengine_us_data.targets.target_db import StratumSpec, TargetSpec
 
     strata = [StratumSpec(1), StratumSpec(2, (("age", ">=", 18),)), StratumSpec(3, (("snap", ">", 0),))]
     targets = [
@@ -65,8 +65,8 @@ def _targets(states: list[int], districts: list[int]):
 
 
 def prepare(inputs: Path, households: int, clones: int) -> None:
-    from policyengine_us_data.calibration.geography import assign_geography
-    from policyengine_us_data.calibration.target_db import write_database
+    from policyengine_us_data.datasets.geography import assign_geography
+    from policyengine_us_data.targets.target_db import write_database
     from policyengine_us_data.datasets.h5io import write_dataset
     from policyengine_us_data.datasets.synthetic import generate_synthetic
 
@@ -85,10 +85,10 @@ def run_variant(args: argparse.Namespace) -> None:
     if args.simulator == "policyengine":
         import policyengine_us  # noqa: F401 - the import every variant pays, timed apart
     import_s = time.perf_counter() - t0
-    from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
-    from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
-    from policyengine_us_data.calibration.geography import CloneGeography
-    from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
+    from policyengine_us_data.dispatch import LocalChunkDispatcher
+    from policyengine_us_data.dispatch.chunked_matrix_assembler import ChunkedMatrixAssembler
+    from policyengine_us_data.datasets.geography import CloneGeography
+    from policyengine_us_data.compat.unified_matrix_builder import UnifiedMatrixBuilder
 
     inputs, out = Path(args.inputs), Path(args.out)
     simulator = TOY if args.simulator == "toy" else "policyengine"

@@ -22,14 +22,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policyengine_us_data.calibration import pe_speedups  # noqa: E402
-from policyengine_us_data.calibration.build_state import write_build_state  # noqa: E402
-from policyengine_us_data.calibration.chunk_kernel import peak_rss_mb, run_chunk  # noqa: E402
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan  # noqa: E402
-from policyengine_us_data.calibration.default_targets import default_targets_path  # noqa: E402
-from policyengine_us_data.calibration.geography import assign_geography  # noqa: E402
-from policyengine_us_data.calibration.simulator import get_simulator  # noqa: E402
-from policyengine_us_data.calibration.targets import load_targets  # noqa: E402
+from policyengine_us_data.kernel import pe_speedups  # noqa: E402
+from policyengine_us_data.kernel.build_state import write_build_state  # noqa: E402
+from policyengine_us_data.kernel.chunk_kernel import peak_rss_mb, run_chunk  # noqa: E402
+from policyengine_us_data.shards.chunk_plan import ChunkPlan  # noqa: E402
+from policyengine_us_data.pipeline.default_targets import default_targets_path  # noqa: E402
+from policyengine_us_data.datasets.geography import assign_geography  # noqa: E402
+from policyengine_us_data.kernel.simulator import get_simulator  # noqa: E402
+from policyengine_us_data.targets.targets import load_targets  # noqa: E402
 from policyengine_us_data.datasets.synthetic import generate_synthetic  # noqa: E402
 
 STAGES = ("materialise", "simulate", "emit", "write")

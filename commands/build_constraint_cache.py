@@ -9,10 +9,10 @@ from collections import Counter
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, write_json
-from policyengine_us_data.calibration.default_targets import default_targets_path
-from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.target_db import read_database
-from policyengine_us_data.calibration.targets import TargetTable, check_geo_levels
+from policyengine_us_data.pipeline.default_targets import default_targets_path
+from policyengine_us_data.datasets.geography import CloneGeography
+from policyengine_us_data.targets.target_db import read_database
+from policyengine_us_data.targets.targets import TargetTable, check_geo_levels
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.pipeline.state import select_targets, write_state
 from runner import BaseCommand, BuildState

@@ -9,16 +9,16 @@ from pathlib import Path
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, read_json, write_json
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
-from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
+from policyengine_us_data.dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+from policyengine_us_data.dispatch.modal_backend import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_STARTUP_SECONDS,
     lookup_worker,
 )
-from policyengine_us_data.calibration.chunk_dispatch.worker import staging_root
-from policyengine_us_data.calibration.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
-from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkBuildError, kernel_version
-from policyengine_us_data.calibration.dispatch_estimate import estimate, measured_rate, planned_chunks
+from policyengine_us_data.dispatch.worker import staging_root
+from policyengine_us_data.shards.chunk_plan import DEFAULT_PLAN_KIND, PLAN_KINDS
+from policyengine_us_data.dispatch.chunked_matrix_assembler import ChunkBuildError, kernel_version
+from policyengine_us_data.dispatch.dispatch_estimate import estimate, measured_rate, planned_chunks
 from policyengine_us_data.errors import InputError, RunLeaseHeld
 from policyengine_us_data.pipeline.chunks import ChunkRun, run_chunks
 from policyengine_us_data.utils.atomic import TEMP_PREFIX

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from commands.errors import domain_errors
 from commands.layout import RunLayout, write_json
-from policyengine_us_data.calibration.geography import N_DISTRICTS
+from policyengine_us_data.datasets.geography import N_DISTRICTS
 from policyengine_us_data.datasets.h5io import check_dataset
 from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS
 from policyengine_us_data.errors import InputError

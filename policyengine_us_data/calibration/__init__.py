@@ -1,1 +1,2 @@
-"""Calibration-matrix inputs and build steps. Import-safe: no imports here."""
+"""Upstream's module paths, kept for its callers: each module here is a shim for the module that moved
+(`compat/`, `kernel/`). Import-safe: nothing is imported here."""

@@ -1,7 +1,7 @@
 """Upstream's `create_database_tables` names that callers and tests import: the `target_overview` view.
 
-Only the view is offered; the tables themselves are written by `calibration.target_db.write_database`
-(upstream's schema) and read by `calibration.target_db.read_database`, which ignore views.
+Only the view is offered; the tables themselves are written by `targets.target_db.write_database`
+(upstream's schema) and read by `targets.target_db.read_database`, which ignore views.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The Modal app of the pipeline: one app, one staging volume, workers that run the chunk kernel.
 
 Import-safe on purpose: this package module holds only names (no `import modal`; they are defined in
-`calibration.chunk_dispatch.modal_names`, below both the dispatcher and the app), so tests can read them
+`dispatch.modal_names`, below both the dispatcher and the app), so tests can read them
 without Modal. `modal_app.app` and `modal_app.images` import modal and define the app, image and functions.
 """
 
-from policyengine_us_data.calibration.chunk_dispatch.modal_names import (
+from policyengine_us_data.dispatch.modal_names import (
     APP_FILE,
     APP_NAME,
     ARTIFACTS_MOUNT,

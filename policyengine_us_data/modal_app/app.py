@@ -20,9 +20,9 @@ from typing import Any
 
 import modal
 
-from policyengine_us_data.calibration.chunk_dispatch.base import traceback_excerpt, validate_run_id
-from policyengine_us_data.calibration.chunk_dispatch.lease import INHERITED_LEASE_ENV, RunLease, VolumeSync
-from policyengine_us_data.calibration.chunk_dispatch.worker import run_worker_batch
+from policyengine_us_data.dispatch.base import traceback_excerpt, validate_run_id
+from policyengine_us_data.dispatch.lease import INHERITED_LEASE_ENV, RunLease, VolumeSync
+from policyengine_us_data.dispatch.worker import run_worker_batch
 from policyengine_us_data.errors import InputError, RunLeaseHeld, StaleWorkerCode
 from policyengine_us_data.modal_app import (
     ARTIFACTS_MOUNT,
@@ -195,7 +195,7 @@ def main(
 ) -> None:
     """`modal run .../app.py --dataset X --db Y --run-id R`: upload local inputs once, run the coordinator
     (waiting for it), save its report.md here, exit non-zero if it failed."""
-    from policyengine_us_data.calibration.chunk_dispatch.modal_backend import new_run_id
+    from policyengine_us_data.dispatch.modal_backend import new_run_id
 
     rid = validate_run_id(run_id) if run_id else new_run_id()
     inputs = {"dataset": input_spec(staging_volume, rid, dataset, "--dataset"),

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from policyengine_us_data.calibration.chunk_dispatch.base import validate_run_id
-from policyengine_us_data.calibration.chunk_dispatch.worker import CHUNK_DIRNAME, STAGING_ROOT_ENV
+from policyengine_us_data.dispatch.base import validate_run_id
+from policyengine_us_data.dispatch.worker import CHUNK_DIRNAME, STAGING_ROOT_ENV
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.modal_app import ARTIFACTS_MOUNT, ARTIFACTS_VOLUME_NAME, STAGING_MOUNT
 from policyengine_us_data.utils.atomic import atomic_path

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.geography import BLOCK_WIDTH, CloneGeography
-from policyengine_us_data.calibration.targets import TargetTable
+from policyengine_us_data.datasets.geography import BLOCK_WIDTH, CloneGeography
+from policyengine_us_data.targets.targets import TargetTable
 from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json

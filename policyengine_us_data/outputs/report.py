@@ -16,8 +16,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
-from policyengine_us_data.calibration.targets import TargetTable
+from policyengine_us_data.shards.chunk_plan import ChunkResult
+from policyengine_us_data.targets.targets import TargetTable
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.geo_levels import ordered_levels
 from policyengine_us_data.outputs.matrix_files import matrix_stats

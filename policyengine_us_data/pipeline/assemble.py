@@ -8,8 +8,8 @@ from typing import Any
 
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.build_state import load_build_state
-from policyengine_us_data.calibration.csr_stream import load_csr_parts
+from policyengine_us_data.kernel.build_state import load_build_state
+from policyengine_us_data.shards.csr_stream import load_csr_parts
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.outputs.matrix_files import initial_weights, write_calibration_package, write_matrix_outputs
 from policyengine_us_data.outputs.report import build_report

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
-from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
+from policyengine_us_data.shards.chunk_plan import ChunkResult
+from policyengine_us_data.dispatch.chunked_matrix_assembler import ChunkedMatrixAssembler
 from policyengine_us_data.errors import ArtifactError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from policyengine_us_data.calibration.geography import assign_geography
+from policyengine_us_data.datasets.geography import assign_geography
 from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
 from policyengine_us_data.datasets.stratify import DEFAULT_STRATIFY_SEED, stratified_subsample
 from policyengine_us_data.datasets.synthetic import DEFAULT_HOUSEHOLDS, generate_synthetic

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from policyengine_us_data.calibration.build_state import write_build_state
-from policyengine_us_data.calibration.default_targets import default_targets_path
-from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.simulator import get_simulator, variable_entities_of
-from policyengine_us_data.calibration.targets import TargetTable, load_targets
+from policyengine_us_data.kernel.build_state import write_build_state
+from policyengine_us_data.pipeline.default_targets import default_targets_path
+from policyengine_us_data.datasets.geography import CloneGeography
+from policyengine_us_data.kernel.simulator import get_simulator, variable_entities_of
+from policyengine_us_data.targets.targets import TargetTable, load_targets
 from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import InputError
 

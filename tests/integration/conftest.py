@@ -24,6 +24,6 @@ def pe_system():
 @pytest.fixture(scope="session")
 def pe_simulator():
     """The real simulator behind the kernel's seam, shared by every test in the session."""
-    from policyengine_us_data.calibration.simulator import get_simulator
+    from policyengine_us_data.kernel.simulator import get_simulator
 
     return get_simulator("policyengine")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policyengine_us_data.calibration.default_targets import DEFAULT_TARGETS_DB
-from policyengine_us_data.calibration.target_checks import variable_types_of
-from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.pipeline.default_targets import DEFAULT_TARGETS_DB
+from policyengine_us_data.targets.target_checks import variable_types_of
+from policyengine_us_data.targets.targets import load_targets
 from policyengine_us_data.errors import TargetError
 from tests.reliability.conftest import main_in_process, tree_state
 from tests.reliability.test_bad_input import _valid_arrays, _write_h5

@@ -17,8 +17,8 @@ import scipy.sparse as sp
 
 from commands import build_matrix_runner
 from commands.cli import main as cli_main
-from policyengine_us_data.calibration.default_targets import default_targets_path
-from policyengine_us_data.calibration.geography import CloneGeography
+from policyengine_us_data.pipeline.default_targets import default_targets_path
+from policyengine_us_data.datasets.geography import CloneGeography
 from policyengine_us_data.calibration import unified_calibration
 from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
 

@@ -12,13 +12,13 @@ import shutil
 import numpy as np
 import pytest
 
-from policyengine_us_data.calibration.build_state import load_build_state, write_build_state
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
-from policyengine_us_data.calibration.chunk_kernel import compute_entries
-from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
-from policyengine_us_data.calibration.geography import assign_geography
-from policyengine_us_data.calibration.lineage import ChunkManifest
-from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.kernel.build_state import load_build_state, write_build_state
+from policyengine_us_data.dispatch import LocalChunkDispatcher
+from policyengine_us_data.kernel.chunk_kernel import compute_entries
+from policyengine_us_data.dispatch.chunked_matrix_assembler import ChunkedMatrixAssembler
+from policyengine_us_data.datasets.geography import assign_geography
+from policyengine_us_data.shards.lineage import ChunkManifest
+from policyengine_us_data.targets.targets import load_targets
 from policyengine_us_data.calibration.unified_matrix_builder import reference_csr
 from policyengine_us_data.datasets.synthetic import generate_synthetic
 from policyengine_us_data.errors import LineageMismatch

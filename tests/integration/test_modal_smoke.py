@@ -30,8 +30,8 @@ if os.environ.get("MODAL_SMOKE") != "1" or not _credentials():
 
 import modal  # noqa: E402
 
-from policyengine_us_data.calibration.chunk_dispatch import lookup_worker, new_run_id, volume_plans  # noqa: E402
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan  # noqa: E402
+from policyengine_us_data.dispatch import lookup_worker, new_run_id, volume_plans  # noqa: E402
+from policyengine_us_data.shards.chunk_plan import ChunkPlan  # noqa: E402
 from policyengine_us_data.modal_app import STAGING_MOUNT, STAGING_VOLUME_NAME  # noqa: E402
 from policyengine_us_data.utils.atomic import atomic_write_json  # noqa: E402
 
@@ -48,9 +48,9 @@ def test_deployed_worker_boots_and_gathers_errors():
 
 
 def test_deployed_worker_writes_a_shard_on_the_volume(tmp_path):
-    from policyengine_us_data.calibration.build_state import write_build_state
-    from policyengine_us_data.calibration.geography import assign_geography
-    from policyengine_us_data.calibration.targets import load_targets
+    from policyengine_us_data.kernel.build_state import write_build_state
+    from policyengine_us_data.datasets.geography import assign_geography
+    from policyengine_us_data.targets.targets import load_targets
     from policyengine_us_data.datasets.synthetic import generate_synthetic
     from tests.support.target_db import every_rule_targets, make_target_db
 

@@ -17,21 +17,21 @@ import numpy as np
 import pytest
 
 try:
-    importlib.import_module("policyengine_us_data.calibration.chunk_kernel")
-    importlib.import_module("policyengine_us_data.calibration.build_state")
+    importlib.import_module("policyengine_us_data.kernel.chunk_kernel")
+    importlib.import_module("policyengine_us_data.kernel.build_state")
 except ImportError as exc:  # pragma: no cover - until the kernel lands
     pytest.skip(f"the chunk kernel / build state is not importable yet ({exc})", allow_module_level=True)
 
-from policyengine_us_data.calibration.build_state import write_build_state
-from policyengine_us_data.calibration.chunk_dispatch import (
+from policyengine_us_data.kernel.build_state import write_build_state
+from policyengine_us_data.dispatch import (
     LocalChunkDispatcher,
     ModalChunkDispatcher,
     volume_plans,
     write_plans,
 )
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, partition_columns
-from policyengine_us_data.calibration.geography import assign_geography
-from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.shards.chunk_plan import ChunkPlan, partition_columns
+from policyengine_us_data.datasets.geography import assign_geography
+from policyengine_us_data.targets.targets import load_targets
 from policyengine_us_data.datasets.synthetic import generate_synthetic
 from tests.support.modal_stand_ins import LocalWorkerHandle
 from tests.support.target_db import every_rule_targets, make_target_db
@@ -103,7 +103,7 @@ def _check(tmp_path: Path, simulator: str, n_records: int, n_clones: int, chunk_
         assert not modal_report.failures and len(modal_report.results) == len(local)
         _assert_same_shards(local, dispatcher.plans_on_volume)
 
-        from policyengine_us_data.calibration.csr_stream import assemble_csr
+        from policyengine_us_data.shards.csr_stream import assemble_csr
 
         n_rows = int(np.load(local[0].shard_path)["row_counts"].shape[0])
         a = assemble_csr([p.shard_path for p in local], n_rows, n_columns)

@@ -16,8 +16,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from policyengine_us_data.calibration import pe_speedups
-from policyengine_us_data.calibration.simulator import SimulationRequest, neutralising_reform
+from policyengine_us_data.kernel import pe_speedups
+from policyengine_us_data.kernel.simulator import SimulationRequest, neutralising_reform
 from policyengine_us_data.datasets.h5io import write_dataset
 from policyengine_us_data.datasets.synthetic import generate_synthetic
 

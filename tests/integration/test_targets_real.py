@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from policyengine_us_data.calibration.constraints import ConstraintCache
-from policyengine_us_data.calibration.default_targets import (
+from policyengine_us_data.targets.constraints import ConstraintCache
+from policyengine_us_data.pipeline.default_targets import (
     DEFAULT_TARGETS_DB,
     default_targets_path,
     read_meta,
 )
-from policyengine_us_data.calibration.target_db import StratumSpec, TargetSpec, write_database
-from policyengine_us_data.calibration.targets import load_targets
-from policyengine_us_data.calibration.uprating import (
+from policyengine_us_data.targets.target_db import StratumSpec, TargetSpec, write_database
+from policyengine_us_data.targets.targets import load_targets
+from policyengine_us_data.targets.uprating import (
     CPI_U_PARAMETER,
     POPULATION_PARAMETER,
     policyengine_uprating,

@@ -32,8 +32,8 @@ TOY_FLAGS = ("--households", "60", "--n-clones", "2", "--chunk-size", "25")
 CRASH_POINTS = ("kernel-simulated", "atomic-before-rename", "checkpoint-midway", "assembly-midway",
                 "journal-before-rename")
 # Every module that calls a crash point, as imported there (for counting how often a build reaches each).
-CRASH_CALLERS = ("policyengine_us_data.calibration.chunk_kernel", "policyengine_us_data.utils.atomic",
-                 "policyengine_us_data.calibration.csr_stream", "runner.checkpoints", "runner.fsutil")
+CRASH_CALLERS = ("policyengine_us_data.kernel.chunk_kernel", "policyengine_us_data.utils.atomic",
+                 "policyengine_us_data.shards.csr_stream", "runner.checkpoints", "runner.fsutil")
 
 
 def toy_args(run_dir: Path, db: Path, *extra: str, workers: int = 1, to: str = "assemble",

@@ -255,7 +255,7 @@ def test_resuming_chunks_after_the_dataset_changed_names_the_lineage_field(tmp_p
     """`UnifiedMatrixBuilder.build_matrix_chunked(resume_chunks=True)` (what `unified_calibration
     --chunked-matrix --resume-chunks` calls) on shards of another dataset: LineageMismatch, an InputError
     (the CLI's exit 2), naming `dataset_sha256` and the fix; the old shards are left alone."""
-    from policyengine_us_data.calibration.geography import assign_geography
+    from policyengine_us_data.datasets.geography import assign_geography
     from policyengine_us_data.calibration.unified_matrix_builder import UnifiedMatrixBuilder
     from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
     from policyengine_us_data.datasets.household_data import HouseholdData

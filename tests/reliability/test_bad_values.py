@@ -227,7 +227,7 @@ def test_report_json_is_strict_json_and_the_report_never_prints_nan(tmp_path):
     """A weight that cannot be summed (NaN) gives null figures in report.json and n/a in report.md."""
     import scipy.sparse as sp
 
-    from policyengine_us_data.calibration.targets import Constraint, TargetRow, TargetTable
+    from policyengine_us_data.targets.targets import Constraint, TargetRow, TargetTable
     from policyengine_us_data.outputs import report as report_module
 
     rows = tuple(TargetRow(i, i + 1, 1, "snap", 2024, 0, 100.0, 100.0, "national", 0, "US",

@@ -20,9 +20,9 @@ import pytest
 
 from commands.layout import RunLayout
 from commands.dispatch_chunks import read_chunk_run
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
-from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
-from policyengine_us_data.calibration.shards import read_shard, read_shard_header, shard_path, write_shard
+from policyengine_us_data.dispatch import LocalChunkDispatcher
+from policyengine_us_data.dispatch.chunked_matrix_assembler import ChunkedMatrixAssembler
+from policyengine_us_data.shards.shards import read_shard, read_shard_header, shard_path, write_shard
 from policyengine_us_data.pipeline.chunks import chunk_assembler
 from tests.reliability.conftest import (
     _stub_figure,

@@ -162,7 +162,7 @@ def _fuzz(reference: Path, rel: str, strategy_of, read, allowed, then=None):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("reader", ["read_shard", "read_shard_header", "verify_shard_deep", "verify_shard_shallow"])
 def test_the_shard_reader_raises_only_shard_errors(reader, reference):
-    from policyengine_us_data.calibration import shards
+    from policyengine_us_data.shards import shards
     from policyengine_us_data.errors import ShardError
 
     rel = "chunks/chunk_000001.npz"
@@ -189,7 +189,7 @@ def test_the_shard_reader_raises_only_shard_errors(reader, reference):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("strategy", [damaged, garbled_json], ids=["bytes", "json"])
 def test_the_chunk_manifest_reader_raises_only_manifest_errors(strategy, reference):
-    from policyengine_us_data.calibration.lineage import ChunkManifest
+    from policyengine_us_data.shards.lineage import ChunkManifest
     from policyengine_us_data.errors import ManifestError
 
     def usable(manifest, _unchanged) -> None:
@@ -253,7 +253,7 @@ def test_the_h5_reader_raises_only_dataset_errors(reference):
 
 @pytest.mark.timeout(60)
 def test_the_geography_reader_raises_only_input_errors(reference):
-    from policyengine_us_data.calibration.geography import CloneGeography
+    from policyengine_us_data.datasets.geography import CloneGeography
     from policyengine_us_data.errors import InputError
 
     _fuzz(reference, "state/geography.npz", damaged, CloneGeography.load, (InputError,))
@@ -265,7 +265,7 @@ def test_the_geography_reader_raises_only_input_errors(reference):
                                           ("state/constraint_cache.npz", damaged)],
                          ids=["json-bytes", "json-fields", "npz-bytes"])
 def test_the_constraint_cache_reader_raises_only_input_errors(rel, strategy, reference):
-    from policyengine_us_data.calibration.constraints import ConstraintCache
+    from policyengine_us_data.targets.constraints import ConstraintCache
     from policyengine_us_data.errors import InputError
 
     _fuzz(reference, rel, strategy, lambda p: ConstraintCache.load(p.parent), (InputError,))
@@ -274,7 +274,7 @@ def test_the_constraint_cache_reader_raises_only_input_errors(rel, strategy, ref
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("strategy", [damaged, garbled_json], ids=["bytes", "json"])
 def test_the_target_table_reader_raises_only_input_errors(strategy, reference):
-    from policyengine_us_data.calibration.targets import TargetTable
+    from policyengine_us_data.targets.targets import TargetTable
     from policyengine_us_data.errors import InputError
 
     _fuzz(reference, "state/targets.json", strategy, TargetTable.load_json, (InputError,))
@@ -283,7 +283,7 @@ def test_the_target_table_reader_raises_only_input_errors(strategy, reference):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("strategy", [damaged, garbled_json], ids=["bytes", "json"])
 def test_the_build_state_reader_raises_only_input_errors(strategy, reference):
-    from policyengine_us_data.calibration.build_state import read_state_meta
+    from policyengine_us_data.kernel.build_state import read_state_meta
     from policyengine_us_data.errors import InputError
 
     _fuzz(reference, "state/build_state.json", strategy, lambda p: read_state_meta(p.parent), (InputError,))

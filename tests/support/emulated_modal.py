@@ -34,7 +34,7 @@ from typing import Any
 
 PREEMPTED = 75  # the exit code an emulated preemption uses
 PRELOAD = ["policyengine_us_data.modal_app.app", "tests.support.emulated_modal", "tests.support.toy_simulator",
-           "policyengine_us_data.calibration.chunk_kernel"]
+           "policyengine_us_data.kernel.chunk_kernel"]
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def _faulty_kernel(real, spec: dict[str, Any]):
 
 def container_main(spec: dict[str, Any]) -> None:
     """Inside an emulated container: the real worker function body, on this container's copy of the volume."""
-    from policyengine_us_data.calibration.chunk_dispatch import worker
+    from policyengine_us_data.dispatch import worker
     from policyengine_us_data.modal_app import app as app_module
 
     os.environ["PE_STAGING_ROOT"] = spec["view"]
@@ -264,7 +264,7 @@ def container_main(spec: dict[str, Any]) -> None:
 def install(emu: EmulatedModal, volume: EmulatedVolume, function: EmulatedFunction) -> None:
     """Point this process's Modal lookups and the app's volume at the emulation (a coordinator process)."""
     from commands import dispatch_chunks
-    from policyengine_us_data.calibration.chunk_dispatch import modal_backend
+    from policyengine_us_data.dispatch import modal_backend
     from policyengine_us_data.modal_app import app as app_module
 
     os.environ["PE_STAGING_ROOT"] = str(volume.view)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from policyengine_us_data.calibration.simulator import SimulationRequest
+from policyengine_us_data.kernel.simulator import SimulationRequest
 from policyengine_us_data.datasets.household_data import ENTITIES, HouseholdData
 
 OPS = {"==": operator.eq, "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
@@ -66,7 +66,7 @@ def one_household_per_column(base: HouseholdData, geography, columns: Sequence[i
 
 
 def _draw_takeup(data: HouseholdData, base: HouseholdData, columns: Sequence[int]) -> HouseholdData:
-    from policyengine_us_data.calibration.takeup import TAKEUP_ENTITIES, TAKEUP_RATES, keyed_uniforms
+    from policyengine_us_data.kernel.takeup import TAKEUP_ENTITIES, TAKEUP_RATES, keyed_uniforms
 
     n_records = base.n_households
     arrays = dict(data.arrays)

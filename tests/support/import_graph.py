@@ -1,6 +1,6 @@
 """The project's import graph, read from source with `ast` (nothing is imported).
 
-Nodes are modules (`runner.cli`, `policyengine_us_data.calibration.shards`); an edge is any `import` or
+Nodes are modules (`runner.cli`, `policyengine_us_data.shards.shards`); an edge is any `import` or
 `from ... import` of one of our modules, wherever it appears in the file (a function-level import is still a
 dependency, and so is one under `if TYPE_CHECKING:`: a type-only circle still ties the files together). Folders are the layers: `runner`, `commands`,
 and each first-level sub-package of `policyengine_us_data` (`calibration`, `outputs`, ...); a module directly in

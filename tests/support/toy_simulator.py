@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from policyengine_us_data.calibration.simulator import SimulationOutput, SimulationRequest
-from policyengine_us_data.calibration.target_checks import VariableType
+from policyengine_us_data.kernel.simulator import SimulationOutput, SimulationRequest
+from policyengine_us_data.targets.target_checks import VariableType
 from policyengine_us_data.datasets.household_data import KNOWN_ENTITIES, HouseholdData
 
 ENTITY = {

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyengine_us_data.calibration.chunk_plan import (
+from policyengine_us_data.shards.chunk_plan import (
     ChunkPlan,
     chunk_columns,
     partition_columns,
     partition_plan,
     state_major_order,
 )
-from policyengine_us_data.calibration.geography import STATE_FIPS, assign_geography
+from policyengine_us_data.datasets.geography import STATE_FIPS, assign_geography
 from policyengine_us_data.errors import InputError
 
 

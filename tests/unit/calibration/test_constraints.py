@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyengine_us_data.calibration.constraints import (
+from policyengine_us_data.targets.constraints import (
     CACHE_JSON,
     CACHE_NPZ,
     OPERATIONS,
@@ -20,8 +20,8 @@ from policyengine_us_data.calibration.constraints import (
     person_mask,
     sum_to_household,
 )
-from policyengine_us_data.calibration.target_db import StratumSpec, TargetSpec, write_database
-from policyengine_us_data.calibration.targets import Constraint, load_targets
+from policyengine_us_data.targets.target_db import StratumSpec, TargetSpec, write_database
+from policyengine_us_data.targets.targets import Constraint, load_targets
 from policyengine_us_data.errors import InputError
 
 PY_OPS = {"==": operator.eq, "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,

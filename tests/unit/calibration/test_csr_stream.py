@@ -11,14 +11,14 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policyengine_us_data.calibration.csr_stream import (
+from policyengine_us_data.shards.csr_stream import (
     _wrap,
     assemble_csr,
     assemble_csr_out_of_core,
     index_dtype,
     load_csr_parts,
 )
-from policyengine_us_data.calibration.shards import read_shard_header, shard_path, write_shard
+from policyengine_us_data.shards.shards import read_shard_header, shard_path, write_shard
 from policyengine_us_data.errors import ShardError
 
 SIG = "s" * 64

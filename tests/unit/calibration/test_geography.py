@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policyengine_us_data.calibration.geography import (
+from policyengine_us_data.datasets.geography import (
     N_DISTRICTS,
     SEATS,
     STATE_POPULATION,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policyengine_us_data.calibration import lineage as lineage_module
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
-from policyengine_us_data.calibration.lineage import (
+from policyengine_us_data.shards import lineage as lineage_module
+from policyengine_us_data.shards.chunk_plan import ChunkResult
+from policyengine_us_data.shards.lineage import (
     ChunkManifest,
     build_lineage,
     diff_lineage,
@@ -94,7 +94,7 @@ def test_source_hash(tmp_path: Path) -> None:
     (pkg / "two.py").write_text("y = 3\n")
     assert source_hash(pkg) != before
     by_module = source_hash(lineage_module)
-    assert by_module == source_hash("policyengine_us_data.calibration.lineage")
+    assert by_module == source_hash("policyengine_us_data.shards.lineage")
     with pytest.raises(FileNotFoundError):
         source_hash("no_such_module_anywhere_xyz")
 

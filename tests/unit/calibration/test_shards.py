@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policyengine_us_data.calibration.shards import (
+from policyengine_us_data.shards.shards import (
     Shard,
     read_shard,
     read_shard_header,

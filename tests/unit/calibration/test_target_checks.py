@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from policyengine_us_data.calibration.target_checks import VariableType, variable_types_of
-from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.targets.target_checks import VariableType, variable_types_of
+from policyengine_us_data.targets.targets import load_targets
 from policyengine_us_data.errors import TargetError
 from tests.support.target_db import make_target_db
 

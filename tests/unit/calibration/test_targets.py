@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from policyengine_us_data.calibration.target_db import (
+from policyengine_us_data.targets.target_db import (
     StratumSpec,
     TargetSpec,
     parse_value,
     write_database,
 )
-from policyengine_us_data.calibration.targets import Constraint, TargetTable, load_targets
-from policyengine_us_data.calibration.uprating import SeriesUprating
+from policyengine_us_data.targets.targets import Constraint, TargetTable, load_targets
+from policyengine_us_data.targets.uprating import SeriesUprating
 from policyengine_us_data.errors import InputError, TargetError
 
 STRATA = [
@@ -260,7 +260,7 @@ def test_database_opened_read_only(db: Path) -> None:
 def test_default_builder_levels_split_and_periods(tmp_path: Path) -> None:
     import numpy as np
 
-    from policyengine_us_data.calibration import default_targets as d
+    from policyengine_us_data.pipeline import default_targets as d
 
     specs = d.target_specs()
     state_fips = np.array([6, 6, 56, 1])
@@ -289,13 +289,13 @@ def test_default_builder_levels_split_and_periods(tmp_path: Path) -> None:
 
 def test_committed_default_db_matches_synthetic_generator() -> None:
     """Fails when the synthetic dataset changed without regenerating the default database."""
-    from policyengine_us_data.calibration import default_targets as d
+    from policyengine_us_data.pipeline import default_targets as d
     from policyengine_us_data.datasets.synthetic import generate_synthetic
     from policyengine_us_data.utils.hashing import dataset_sha256
 
     meta = d.read_meta(d.default_targets_path())
     assert meta["dataset_fingerprint"] == dataset_sha256(generate_synthetic()), (
-        "the synthetic dataset changed: rerun `python -m policyengine_us_data.calibration.default_targets`")
+        "the synthetic dataset changed: rerun `python -m policyengine_us_data.pipeline.default_targets`")
     table = load_targets(d.default_targets_path(), int(meta["year"]))
     assert len(table) > 3000
 

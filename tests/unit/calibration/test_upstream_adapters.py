@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from policyengine_us_data.calibration import entity_clone
-from policyengine_us_data.calibration.build_state import drop_inputs
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan
+from policyengine_us_data.kernel.build_state import drop_inputs
+from policyengine_us_data.shards.chunk_plan import ChunkPlan
 from policyengine_us_data.calibration.clone_and_assign import (
     as_clone_geography,
     assign_random_geography,
 )
-from policyengine_us_data.calibration.geography import derive_geography_from_blocks
-from policyengine_us_data.calibration.shards import write_shard
-from policyengine_us_data.calibration.spm_thresholds import calculate_spm_thresholds_vectorized, load_cd_geoadj_values
-from policyengine_us_data.calibration.targets import load_targets
-from policyengine_us_data.calibration.upstream_chunk_cache import refuse_misplaced_shards
+from policyengine_us_data.datasets.geography import derive_geography_from_blocks
+from policyengine_us_data.shards.shards import write_shard
+from policyengine_us_data.kernel.spm_thresholds import calculate_spm_thresholds_vectorized, load_cd_geoadj_values
+from policyengine_us_data.targets.targets import load_targets
+from policyengine_us_data.compat.upstream_chunk_cache import refuse_misplaced_shards
 from policyengine_us_data.datasets.h5io import read_dataset
 from policyengine_us_data.errors import InputError, LineageMismatch
 from tests.support.toy_simulator import ToySimulator

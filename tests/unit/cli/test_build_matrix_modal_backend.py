@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from commands.cli import main as cli_main
 from commands.dispatch_chunks import DispatchChunks
-from policyengine_us_data.calibration.chunk_dispatch import ModalChunkDispatcher
+from policyengine_us_data.dispatch import ModalChunkDispatcher
 from tests.support.modal_stand_ins import LocalWorkerHandle, RecordingVolume
 from tests.support.target_db import every_rule_targets, make_target_db
 

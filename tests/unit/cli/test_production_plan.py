@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from policyengine_us_data.calibration import production_plan as pp
+from policyengine_us_data.compat import production_plan as pp
 from policyengine_us_data.calibration import unified_calibration as uc
-from policyengine_us_data.calibration.chunk_dispatch.plan import hms
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
-from policyengine_us_data.calibration.lineage import ChunkManifest
+from policyengine_us_data.dispatch.plan import hms
+from policyengine_us_data.shards.chunk_plan import ChunkResult
+from policyengine_us_data.shards.lineage import ChunkManifest
 
 
 def chunk(seconds: float, columns: int = 25_000, peak_mb: float = 4096.0) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policyengine_us_data.calibration import unified_calibration as uc
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher, ModalChunkDispatcher
+from policyengine_us_data.dispatch import LocalChunkDispatcher, ModalChunkDispatcher
 
 
 class FakeBuilder:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from policyengine_us_data.calibration.chunk_dispatch import run_worker_batch
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
+from policyengine_us_data.dispatch import run_worker_batch
+from policyengine_us_data.shards.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.utils.atomic import TEMP_PREFIX, atomic_path, atomic_write_bytes
 
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from policyengine_us_data.calibration.chunk_dispatch.deferred_signals import DeferredSignals
+from policyengine_us_data.dispatch.deferred_signals import DeferredSignals
 
 
 class Stop(BaseException):

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from dispatch_fakes import FakeKernel, make_plans
 
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
+from policyengine_us_data.dispatch import LocalChunkDispatcher
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import TEMP_PREFIX
 
@@ -181,7 +181,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT, signal.SIGTERM}})
 sys.path.insert(0, {here!r})
 from dispatch_fakes import FakeKernel, make_plans
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
+from policyengine_us_data.dispatch import LocalChunkDispatcher
 kernel = FakeKernel(Path({attempts!r}), hold=60)
 try:
     LocalChunkDispatcher(workers=2, kernel=kernel).dispatch(make_plans(Path({chunks!r}), 6), {state!r})

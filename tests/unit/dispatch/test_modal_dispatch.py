@@ -9,14 +9,14 @@ import modal
 import pytest
 from dispatch_fakes import FakeFunction, FakeKernel, make_plans
 
-from policyengine_us_data.calibration.chunk_dispatch import (
+from policyengine_us_data.dispatch import (
     ModalChunkDispatcher,
     contiguous_batches,
     new_run_id,
     read_plans,
     validate_run_id,
 )
-from policyengine_us_data.calibration.chunk_dispatch import modal_backend
+from policyengine_us_data.dispatch import modal_backend
 from policyengine_us_data.errors import InputError
 from tests.support.modal_stand_ins import RecordingVolume
 
@@ -141,8 +141,8 @@ def test_resume_off_recomputes_everything(tmp_path, state_dir):
 
 
 def test_default_verifier_rejects_damaged_shards(tmp_path):
-    pytest.importorskip("policyengine_us_data.calibration.shards")
-    from policyengine_us_data.calibration.shards import write_shard
+    pytest.importorskip("policyengine_us_data.shards.shards")
+    from policyengine_us_data.shards.shards import write_shard
 
     import numpy as np
 

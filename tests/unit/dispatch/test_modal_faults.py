@@ -18,8 +18,8 @@ import modal
 import pytest
 from dispatch_fakes import FakeCall, FakeFunction, FakeKernel, make_plans
 
-from policyengine_us_data.calibration.chunk_dispatch import ModalChunkDispatcher, run_worker_batch, write_plans
-from policyengine_us_data.calibration.chunk_dispatch.lease import INHERITED_LEASE_ENV, RunLease, VolumeSync
+from policyengine_us_data.dispatch import ModalChunkDispatcher, run_worker_batch, write_plans
+from policyengine_us_data.dispatch.lease import INHERITED_LEASE_ENV, RunLease, VolumeSync
 from policyengine_us_data.errors import RunLeaseHeld
 from policyengine_us_data.modal_app.coordinator import STAGED, stage_local_input
 from policyengine_us_data.utils.code_identity import code_identity, tree_hash

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policyengine_us_data.calibration.chunk_dispatch.plan import (
+from policyengine_us_data.dispatch.plan import (
     ChunkTimes,
     PlanInputs,
     Shape,

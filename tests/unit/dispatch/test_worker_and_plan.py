@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dispatch_fakes import FakeKernel, make_plans
 
-from policyengine_us_data.calibration.chunk_dispatch import (
+from policyengine_us_data.dispatch import (
     read_plans,
     run_worker_batch,
     staging_root,
@@ -71,7 +71,7 @@ def test_importing_the_dispatchers_is_cheap():
     import subprocess
     import sys
 
-    code = ("import sys, policyengine_us_data.calibration.chunk_dispatch; "
+    code = ("import sys, policyengine_us_data.dispatch; "
             "print(sorted(m for m in ('modal', 'policyengine_us', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policyengine_us_data.calibration.build_state import write_build_state
-from policyengine_us_data.calibration.geography import assign_geography
-from policyengine_us_data.calibration.targets import load_targets
+from policyengine_us_data.kernel.build_state import write_build_state
+from policyengine_us_data.datasets.geography import assign_geography
+from policyengine_us_data.targets.targets import load_targets
 from policyengine_us_data.datasets.synthetic import generate_synthetic
 from tests.support.target_db import every_rule_targets, make_target_db
 

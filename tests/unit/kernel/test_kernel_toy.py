@@ -10,12 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from policyengine_us_data.calibration.build_state import load_build_state
-from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
-from policyengine_us_data.calibration.chunk_kernel import compute_entries
-from policyengine_us_data.calibration.chunked_matrix_assembler import ChunkedMatrixAssembler
-from policyengine_us_data.calibration.lineage import ChunkManifest
-from policyengine_us_data.calibration.simulator import get_simulator
+from policyengine_us_data.kernel.build_state import load_build_state
+from policyengine_us_data.dispatch import LocalChunkDispatcher
+from policyengine_us_data.kernel.chunk_kernel import compute_entries
+from policyengine_us_data.dispatch.chunked_matrix_assembler import ChunkedMatrixAssembler
+from policyengine_us_data.shards.lineage import ChunkManifest
+from policyengine_us_data.kernel.simulator import get_simulator
 from policyengine_us_data.calibration.unified_matrix_builder import reference_csr
 from policyengine_us_data.errors import LineageMismatch
 from tests.support.expected_cells import expected_cells
@@ -66,7 +66,7 @@ def test_chunked_equals_non_chunked(toy_state, tmp_path, chunk_size, plan_kind):
 
 @pytest.mark.parametrize("out_of_core", [False, True])
 def test_state_plan_assembles_interleaved_shards_into_the_contiguous_plans_arrays(toy_state, tmp_path, out_of_core):
-    from policyengine_us_data.calibration.csr_stream import load_csr_parts
+    from policyengine_us_data.shards.csr_stream import load_csr_parts
 
     matrices = []
     for kind in ("state", "contiguous"):

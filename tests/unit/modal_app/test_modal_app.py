@@ -13,8 +13,8 @@ import modal
 import pytest
 
 from policyengine_us_data import modal_app
-from policyengine_us_data.calibration.chunk_dispatch import write_plans
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
+from policyengine_us_data.dispatch import write_plans
+from policyengine_us_data.shards.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.modal_app import app as app_module
 from policyengine_us_data.modal_app import images
@@ -124,7 +124,7 @@ def _publish(tmp_path: Path, run_id: str, n: int = 3) -> None:
 
 
 def test_worker_local_call_runs_the_kernel_without_a_volume(tmp_path, monkeypatch):
-    from policyengine_us_data.calibration.chunk_dispatch import worker
+    from policyengine_us_data.dispatch import worker
 
     monkeypatch.setattr(worker, "default_kernel", lambda: _fake_kernel)
     volume = RecordingVolume()
@@ -139,7 +139,7 @@ def test_worker_local_call_runs_the_kernel_without_a_volume(tmp_path, monkeypatc
 
 
 def test_worker_in_a_container_reloads_then_commits_after_every_chunk(tmp_path, monkeypatch):
-    from policyengine_us_data.calibration.chunk_dispatch import worker
+    from policyengine_us_data.dispatch import worker
 
     monkeypatch.setattr(worker, "default_kernel", lambda: _fake_kernel)
     monkeypatch.setattr(app_module, "in_modal_container", lambda: True)
@@ -153,7 +153,7 @@ def test_worker_in_a_container_reloads_then_commits_after_every_chunk(tmp_path, 
 
 
 def test_worker_of_another_code_identity_refuses_every_chunk(tmp_path, monkeypatch):
-    from policyengine_us_data.calibration.chunk_dispatch import worker
+    from policyengine_us_data.dispatch import worker
 
     ran = []
     monkeypatch.setattr(worker, "default_kernel", lambda: lambda plan, state: ran.append(plan))

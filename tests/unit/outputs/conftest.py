@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
-from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.targets import Constraint, TargetRow, TargetTable
+from policyengine_us_data.shards.chunk_plan import ChunkResult
+from policyengine_us_data.datasets.geography import CloneGeography
+from policyengine_us_data.targets.targets import Constraint, TargetRow, TargetTable
 from policyengine_us_data.datasets.household_data import HouseholdData
 
 

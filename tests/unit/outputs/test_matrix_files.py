@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.geography import assign_geography
-from policyengine_us_data.calibration.targets import TargetTable
+from policyengine_us_data.datasets.geography import assign_geography
+from policyengine_us_data.targets.targets import TargetTable
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.outputs.matrix_files import (
     PACKAGE_KEYS,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.targets import TargetTable
+from policyengine_us_data.targets.targets import TargetTable
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.outputs.matrix_files import initial_weights
 from policyengine_us_data.outputs.report import build_report, normalise_chunks, write_verify_report

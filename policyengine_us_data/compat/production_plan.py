@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from policyengine_us_data.calibration.chunk_dispatch.plan import (
+from policyengine_us_data.dispatch.plan import (
     ChunkTimes,
     PlanInputs,
     ProductionPlan,
@@ -23,10 +23,10 @@ from policyengine_us_data.calibration.chunk_dispatch.plan import (
     format_plans,
     plan_production,
 )
-from policyengine_us_data.calibration.chunk_plan import CONTIGUOUS, partition_plan
-from policyengine_us_data.calibration.upstream_chunk_cache import COO_DIR
+from policyengine_us_data.shards.chunk_plan import CONTIGUOUS, partition_plan
+from policyengine_us_data.compat.upstream_chunk_cache import COO_DIR
 from policyengine_us_data.errors import InputError
-from policyengine_us_data.calibration.chunk_dispatch.modal_names import MAX_CONTAINERS, WORKER_MEMORY_MB, WORKER_RETRIES
+from policyengine_us_data.dispatch.modal_names import MAX_CONTAINERS, WORKER_MEMORY_MB, WORKER_RETRIES
 
 MANIFEST_FORMAT = "production-plan-measurements/1"
 PRODUCTION_HOUSEHOLDS = 12_000  # upstream's stratified sample of the enhanced CPS
@@ -34,7 +34,7 @@ PRODUCTION_HOUSEHOLDS = 12_000  # upstream's stratified sample of the enhanced C
 
 def planned_chunks(kind: str, n_records: int, n_clones: int, chunk_size: int) -> int:
     """How many chunks the plan kind makes of n_records x n_clones columns (state: on a fresh geography)."""
-    from policyengine_us_data.calibration.geography import assign_geography
+    from policyengine_us_data.datasets.geography import assign_geography
 
     if kind == CONTIGUOUS:
         return -(-(n_records * n_clones) // chunk_size)
@@ -91,7 +91,7 @@ def inputs_from_manifest(path: Path, chunk_size: int, cold_start_s: float | None
 def inputs_from_chunk_dir(chunks: Path, chunk_size: int, cold_start_s: float | None) -> tuple[dict[str, PlanInputs], str]:
     """The run's own plan kind, from its manifest's chunk times and peaks and, if present, `dispatch.json`'s
     warm-up (a run records no import or assembly time: the plan names them as not measured)."""
-    from policyengine_us_data.calibration.lineage import ChunkManifest
+    from policyengine_us_data.shards.lineage import ChunkManifest
 
     manifest = ChunkManifest.load(chunks / "chunk_manifest.json")
     records = list(manifest.chunks.values())

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
-from policyengine_us_data.calibration.chunk_dispatch.base import (
+from policyengine_us_data.dispatch.base import (
     DEFAULT_MAX_RETRIES,
     ChunkDispatcher,
     DispatchReport,
@@ -36,8 +36,8 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
     remove_partial_shards,
     run_outcome,
 )
-from policyengine_us_data.calibration.chunk_dispatch.deferred_signals import DeferredSignals
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan
+from policyengine_us_data.dispatch.deferred_signals import DeferredSignals
+from policyengine_us_data.shards.chunk_plan import ChunkPlan
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils import progress_events
 
@@ -198,7 +198,7 @@ class LocalChunkDispatcher(ChunkDispatcher):
 
 def _simulator_name(state_dir: str) -> str:
     """What the warm-up loads, in the words a user knows (policyengine-us, or a test's stand-in)."""
-    from policyengine_us_data.calibration.build_state import read_state_meta
+    from policyengine_us_data.kernel.build_state import read_state_meta
 
     name = str(read_state_meta(state_dir).get("simulator", "policyengine"))
     return "policyengine-us" if name == "policyengine" else name

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from policyengine_us_data.calibration.constraints import ConstraintCache
-from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.targets import TargetTable
+from policyengine_us_data.targets.constraints import ConstraintCache
+from policyengine_us_data.datasets.geography import CloneGeography
+from policyengine_us_data.targets.targets import TargetTable
 from policyengine_us_data.datasets.h5io import read_dataset, write_dataset
 from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.errors import InputError
@@ -89,7 +89,7 @@ def write_build_state(
     Inputs the simulator refuses (policyengine-us 2.68 computes SPM thresholds and poverty flags itself)
     are dropped here with a warning naming them, as upstream's builder drops them.
     """
-    from policyengine_us_data.calibration.simulator import get_simulator, refused_inputs_of
+    from policyengine_us_data.kernel.simulator import get_simulator, refused_inputs_of
 
     data = drop_inputs(data, refused_inputs_of(get_simulator(simulator)))
     if geography.n_records != data.n_households:

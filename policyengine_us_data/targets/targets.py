@@ -19,15 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Collection, Iterable
 
-from policyengine_us_data.calibration.geography import SEATS
-from policyengine_us_data.calibration.target_checks import (
+from policyengine_us_data.datasets.geography import SEATS
+from policyengine_us_data.targets.target_checks import (
     VariableTypeLookup,
     constraint_value_problems,
     target_value_problems,
     unknown_variable_problems,
 )
-from policyengine_us_data.calibration.target_db import RawDatabase, RawTarget, raise_problems, read_database
-from policyengine_us_data.calibration.uprating import UpratingFunction, policyengine_uprating
+from policyengine_us_data.targets.target_db import RawDatabase, RawTarget, raise_problems, read_database
+from policyengine_us_data.targets.uprating import UpratingFunction, policyengine_uprating
 from policyengine_us_data.errors import TargetError
 from policyengine_us_data.geo_levels import GEO_LEVELS, level_code
 from policyengine_us_data.utils.atomic import atomic_write_json

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
+from policyengine_us_data.shards.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.errors import ArtifactError, InputError
 from policyengine_us_data.utils.atomic import TEMP_PREFIX
 
 Kernel = Callable[[ChunkPlan, str], ChunkResult]
 ResultCallback = Callable[[ChunkResult], None]
 
-KERNEL_MODULE = "policyengine_us_data.calibration.chunk_kernel"
-SHARDS_MODULE = "policyengine_us_data.calibration.shards"
+KERNEL_MODULE = "policyengine_us_data.kernel.chunk_kernel"
+SHARDS_MODULE = "policyengine_us_data.shards.shards"
 DEFAULT_MAX_RETRIES = 2
 TRACEBACK_LINES = 25
 TRACEBACK_CHARS = 4000

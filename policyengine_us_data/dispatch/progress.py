@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import psutil
 from tqdm import tqdm
 
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
+from policyengine_us_data.shards.chunk_plan import ChunkResult
 from policyengine_us_data.utils import progress_events
 
 LOG = logging.getLogger(__name__)

@@ -138,7 +138,7 @@ class PolicyEngineSimulator:
         from policyengine_us import Simulation
         from policyengine_us.system import system
 
-        from policyengine_us_data.calibration import pe_speedups
+        from policyengine_us_data.kernel import pe_speedups
 
         pe_speedups.install()
         # The plain Simulation, not Microsimulation: we need unweighted arrays, and Microsimulation
@@ -159,7 +159,7 @@ class PolicyEngineSimulator:
         return set(self._system.variables)
 
     def uprating(self):
-        from policyengine_us_data.calibration.uprating import policyengine_uprating
+        from policyengine_us_data.targets.uprating import policyengine_uprating
 
         return policyengine_uprating(self._system)
 
@@ -168,7 +168,7 @@ class PolicyEngineSimulator:
 
     def variable_type(self, variable: str):
         """What a constraint on `variable` may compare with (a `target_checks.VariableType`; None if unknown)."""
-        from policyengine_us_data.calibration.target_checks import variable_types_of
+        from policyengine_us_data.targets.target_checks import variable_types_of
 
         return variable_types_of(self._system)(variable)
 

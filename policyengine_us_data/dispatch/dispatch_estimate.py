@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policyengine_us_data.calibration.chunk_plan import partition_plan
-from policyengine_us_data.calibration.geography import assign_geography
+from policyengine_us_data.shards.chunk_plan import partition_plan
+from policyengine_us_data.datasets.geography import assign_geography
 
 
 def planned_chunks(n_households: int, n_clones: int, seed: int, chunk_plan: str, chunk_size: int) -> tuple[int, int]:

@@ -18,16 +18,16 @@ from typing import Callable
 
 import numpy as np
 
-from policyengine_us_data.calibration import cell_rules
-from policyengine_us_data.calibration import chunk_kernel
-from policyengine_us_data.calibration import chunk_plan
-from policyengine_us_data.calibration import constraints
-from policyengine_us_data.calibration import entity_clone
-from policyengine_us_data.calibration import simulator
-from policyengine_us_data.calibration import spm_thresholds
-from policyengine_us_data.calibration import takeup
-from policyengine_us_data.calibration.build_state import GEOGRAPHY_FILE, read_state_meta
-from policyengine_us_data.calibration.chunk_plan import (
+from policyengine_us_data.kernel import cell_rules
+from policyengine_us_data.kernel import chunk_kernel
+from policyengine_us_data.shards import chunk_plan
+from policyengine_us_data.targets import constraints
+from policyengine_us_data.kernel import entity_clone
+from policyengine_us_data.kernel import simulator
+from policyengine_us_data.kernel import spm_thresholds
+from policyengine_us_data.kernel import takeup
+from policyengine_us_data.kernel.build_state import GEOGRAPHY_FILE, read_state_meta
+from policyengine_us_data.shards.chunk_plan import (
     DEFAULT_PLAN_KIND,
     ChunkPlan,
     ChunkResult,
@@ -35,10 +35,10 @@ from policyengine_us_data.calibration.chunk_plan import (
     chunk_columns,
     partition_plan,
 )
-from policyengine_us_data.calibration.csr_stream import assemble_csr, assemble_csr_out_of_core, check_column_cover
-from policyengine_us_data.calibration.geography import CloneGeography
-from policyengine_us_data.calibration.lineage import ChunkManifest, build_lineage, lineage_signature, source_hash
-from policyengine_us_data.calibration.shards import (
+from policyengine_us_data.shards.csr_stream import assemble_csr, assemble_csr_out_of_core, check_column_cover
+from policyengine_us_data.datasets.geography import CloneGeography
+from policyengine_us_data.shards.lineage import ChunkManifest, build_lineage, lineage_signature, source_hash
+from policyengine_us_data.shards.shards import (
     MANIFEST_FILE,
     read_shard_header,
     remove_shards,
@@ -253,8 +253,8 @@ class ChunkedMatrixAssembler:
                            checksum=header.checksum)
 
     def _run(self, resume_plan: ResumePlan, manifest: ChunkManifest) -> None:
-        from policyengine_us_data.calibration.chunk_dispatch import LocalChunkDispatcher
-        from policyengine_us_data.calibration.progress import ChunkProgress
+        from policyengine_us_data.dispatch import LocalChunkDispatcher
+        from policyengine_us_data.dispatch.progress import ChunkProgress
 
         dispatcher = self.dispatcher or LocalChunkDispatcher(workers=1)
         total = len(resume_plan.todo) + len(resume_plan.done)

@@ -5,7 +5,7 @@ knows where a chunk ran. Importing this package is cheap: no policyengine-us, no
 imported lazily by the code paths that need them).
 """
 
-from policyengine_us_data.calibration.chunk_dispatch.base import (
+from policyengine_us_data.dispatch.base import (
     ChunkDispatcher,
     ChunkFailure,
     DispatchReport,
@@ -14,19 +14,19 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
     run_outcome,
     validate_run_id,
 )
-from policyengine_us_data.calibration.chunk_dispatch.local import LocalChunkDispatcher
-from policyengine_us_data.calibration.chunk_dispatch.modal_backend import (
+from policyengine_us_data.dispatch.local import LocalChunkDispatcher
+from policyengine_us_data.dispatch.modal_backend import (
     ModalChunkDispatcher,
     contiguous_batches,
     lookup_worker,
     new_run_id,
 )
-from policyengine_us_data.calibration.chunk_dispatch.plan import (
+from policyengine_us_data.dispatch.plan import (
     ProductionPlan,
     format_plans,
     plan_production,
 )
-from policyengine_us_data.calibration.chunk_dispatch.worker import (
+from policyengine_us_data.dispatch.worker import (
     read_plans,
     run_worker_batch,
     staging_root,

@@ -16,15 +16,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from policyengine_us_data.calibration.chunk_dispatch.base import (
+from policyengine_us_data.dispatch.base import (
     Kernel,
     default_kernel,
     run_outcome,
     validate_run_id,
     worker_name,
 )
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan
-from policyengine_us_data.calibration.shards import shard_path
+from policyengine_us_data.shards.chunk_plan import ChunkPlan
+from policyengine_us_data.shards.shards import shard_path
 from policyengine_us_data.errors import InputError, StaleWorkerCode
 from policyengine_us_data.utils.atomic import atomic_write_json
 from policyengine_us_data.utils.code_identity import code_identity
@@ -91,7 +91,7 @@ def check_code(expected: str | None) -> None:
 
 def _already_built(plan: ChunkPlan) -> bool:
     """A shard an earlier (crashed or preempted) attempt committed: whole, checksummed, this lineage."""
-    from policyengine_us_data.calibration.chunk_dispatch.base import shard_verifies
+    from policyengine_us_data.dispatch.base import shard_verifies
 
     return shard_verifies(plan, deep=True)
 

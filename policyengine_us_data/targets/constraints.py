@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from policyengine_us_data.calibration.target_db import OPERATIONS
-from policyengine_us_data.calibration.targets import Constraint, TargetTable
+from policyengine_us_data.targets.target_db import OPERATIONS
+from policyengine_us_data.targets.targets import Constraint, TargetTable
 from policyengine_us_data.geo_levels import level_codes
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.utils.atomic import atomic_write_bytes, atomic_write_json

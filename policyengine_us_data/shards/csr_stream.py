@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from policyengine_us_data.calibration.shards import ShardHeader, ShardReader, read_shard_header
+from policyengine_us_data.shards.shards import ShardHeader, ShardReader, read_shard_header
 from policyengine_us_data.errors import ShardError
 from policyengine_us_data.utils.atomic import atomic_path, atomic_write_json
 from policyengine_us_data.utils.crash_points import crash_point

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from policyengine_us_data.calibration.constraints import any_member, person_mask, sum_to_household
+from policyengine_us_data.targets.constraints import any_member, person_mask, sum_to_household
 from policyengine_us_data.datasets.household_data import HouseholdData
 
 

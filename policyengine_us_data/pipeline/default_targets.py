@@ -19,7 +19,7 @@ dollars. Reform rows (reform_id > 0) hold household income tax with the variable
 baseline. A few targets sit at 2022, 2023 or 2025 (values moved there with the same uprating
 `load_targets` applies) so period choice and uprating are exercised; two rows are inactive.
 
-Run `python -m policyengine_us_data.calibration.default_targets [--out PATH]` to (re)build it; the
+Run `python -m policyengine_us_data.pipeline.default_targets [--out PATH]` to (re)build it; the
 database records a fingerprint of the synthetic dataset so a test notices when it goes stale.
 """
 
@@ -35,10 +35,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from policyengine_us_data.calibration.cell_rules import household_values
-from policyengine_us_data.calibration.geography import SEATS
-from policyengine_us_data.calibration.target_db import StratumSpec, TargetSpec, write_database
-from policyengine_us_data.calibration.targets import Constraint
+from policyengine_us_data.kernel.cell_rules import household_values
+from policyengine_us_data.datasets.geography import SEATS
+from policyengine_us_data.targets.target_db import StratumSpec, TargetSpec, write_database
+from policyengine_us_data.targets.targets import Constraint
 from policyengine_us_data.errors import TargetError
 from policyengine_us_data.utils.hashing import dataset_sha256
 
@@ -59,7 +59,7 @@ def default_targets_path() -> Path:
     """The committed default database; a clear error if it has not been generated."""
     if not DEFAULT_TARGETS_DB.is_file():
         raise TargetError(f"the default target database {DEFAULT_TARGETS_DB} is missing; build it with "
-                          "`python -m policyengine_us_data.calibration.default_targets`.")
+                          "`python -m policyengine_us_data.pipeline.default_targets`.")
     return DEFAULT_TARGETS_DB
 
 
@@ -176,7 +176,7 @@ def _add_inactive(builder: _Builder) -> None:
 
 def simulate(data: Any) -> tuple[dict[Spec, np.ndarray], Any]:
     """Run policyengine-us on the dataset; per-household values of every spec and the simulator."""
-    from policyengine_us_data.calibration.simulator import PolicyEngineSimulator, SimulationRequest
+    from policyengine_us_data.kernel.simulator import PolicyEngineSimulator, SimulationRequest
 
     simulator = PolicyEngineSimulator()
     specs = target_specs()
@@ -197,7 +197,7 @@ def simulate(data: Any) -> tuple[dict[Spec, np.ndarray], Any]:
 
 def generate(out: str | Path = DEFAULT_TARGETS_DB, *, seed: int = SEED) -> Path:
     """Simulate the default synthetic dataset and write the default target database to `out`."""
-    from policyengine_us_data.calibration.uprating import policyengine_uprating
+    from policyengine_us_data.targets.uprating import policyengine_uprating
     from policyengine_us_data.datasets.synthetic import generate_synthetic
 
     data = generate_synthetic()

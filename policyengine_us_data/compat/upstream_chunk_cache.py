@@ -15,8 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
-from policyengine_us_data.calibration.geography import NPZ_READ_ERRORS
-from policyengine_us_data.calibration.shards import read_shard_header
+from policyengine_us_data.datasets.geography import NPZ_READ_ERRORS
+from policyengine_us_data.shards.shards import read_shard_header
 from policyengine_us_data.errors import InputError, ShardError
 
 COO_DIR = "coo"

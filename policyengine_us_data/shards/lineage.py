@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from policyengine_us_data.calibration.chunk_plan import ChunkResult
+from policyengine_us_data.shards.chunk_plan import ChunkResult
 from policyengine_us_data.errors import LineageMismatch, ManifestError
 from policyengine_us_data.utils.atomic import atomic_write_text
 from policyengine_us_data.utils.hashing import named_files_sha256

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from policyengine_us_data.calibration.chunk_dispatch.base import (
+from policyengine_us_data.dispatch.base import (
     DEFAULT_MAX_RETRIES,
     ChunkDispatcher,
     DispatchReport,
@@ -33,7 +33,7 @@ from policyengine_us_data.calibration.chunk_dispatch.base import (
     traceback_excerpt,
     validate_run_id,
 )
-from policyengine_us_data.calibration.chunk_dispatch.worker import (
+from policyengine_us_data.dispatch.worker import (
     DEFAULT_STAGING_ROOT,
     STATE_DIRNAME,
     chunk_dir,
@@ -41,15 +41,15 @@ from policyengine_us_data.calibration.chunk_dispatch.worker import (
     volume_plans,
     write_plans,
 )
-from policyengine_us_data.calibration.chunk_dispatch.lease import (
+from policyengine_us_data.dispatch.lease import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STALE_AFTER_S,
     RunLease,
     VolumeSync,
 )
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult
+from policyengine_us_data.shards.chunk_plan import ChunkPlan, ChunkResult
 from policyengine_us_data.errors import InputError
-from policyengine_us_data.calibration.chunk_dispatch.modal_names import (
+from policyengine_us_data.dispatch.modal_names import (
     APP_FILE,
     APP_NAME,
     STAGING_VOLUME_NAME,

@@ -109,7 +109,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise TargetError(
             f"target database {path} does not exist; pass the path of a policy_data.db or build the "
-            "default with `python -m policyengine_us_data.calibration.default_targets`."
+            "default with `python -m policyengine_us_data.pipeline.default_targets`."
         )
     uri = path.resolve().as_uri() + "?mode=ro"
     try:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policyengine_us_data.calibration.build_state import BuildInputs, load_build_state
-from policyengine_us_data.calibration.chunk_plan import ChunkPlan, ChunkResult, chunk_columns
-from policyengine_us_data.calibration.cell_rules import household_values, is_count_variable
-from policyengine_us_data.calibration.constraints import RowGroup
-from policyengine_us_data.calibration.entity_clone import materialise_columns
-from policyengine_us_data.calibration.shards import write_shard
-from policyengine_us_data.calibration.simulator import SimulationRequest, Simulator, get_simulator
+from policyengine_us_data.kernel.build_state import BuildInputs, load_build_state
+from policyengine_us_data.shards.chunk_plan import ChunkPlan, ChunkResult, chunk_columns
+from policyengine_us_data.kernel.cell_rules import household_values, is_count_variable
+from policyengine_us_data.targets.constraints import RowGroup
+from policyengine_us_data.kernel.entity_clone import materialise_columns
+from policyengine_us_data.shards.shards import write_shard
+from policyengine_us_data.kernel.simulator import SimulationRequest, Simulator, get_simulator
 from policyengine_us_data.geo_levels import DISTRICT, NATIONAL, STATE
 from policyengine_us_data.utils.crash_points import crash_point
 
