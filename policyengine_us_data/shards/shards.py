@@ -30,30 +30,45 @@ against 1 GB/s for sha256). Files are written atomically; every defect on read r
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
 import tokenize
 import zipfile
 import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
 
 import numpy as np
 import xxhash
 
 from policyengine_us_data.errors import ShardError
+from policyengine_us_data.shards.column_sets import (
+    columns_problem,
+    outside_columns,
+    strictly_sorted,
+)
+from policyengine_us_data.shards.npy_members import (
+    LOCAL_HEADER,
+    check_npy,
+    read_npy_header,
+    small_member,
+)
+from policyengine_us_data.shards.shard_format import (  # noqa: F401 (the format's names, re-exported for readers)
+    CHECKSUM_ALGORITHM,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MEMBERS,
+    Shard,
+    ShardHeader,
+    col_dtype,
+    header_from_meta,
+    remove_shards,
+    shard_dtypes,
+    shard_path,
+)
 from policyengine_us_data.utils.atomic import atomic_path
-from policyengine_us_data.utils.index_dtype import INT32_LIMIT, index_dtype
+from policyengine_us_data.utils.index_dtype import INT32_LIMIT
 
-FORMAT = "policyengine-us-data-shard"
-FORMAT_VERSION = 2  # 2: the `columns` member (a chunk is a set of columns)
-CHECKSUM_ALGORITHM = "xxh3_64"
-_MEMBERS = ("header", "row_counts", "columns", "rows", "cols", "vals")
-_HEADER_KEYS = ("chunk_id", "col_start", "col_end", "n_rows", "n_cols", "nnz")
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _READ_ERRORS = (
     OSError, EOFError, ValueError, KeyError, IndexError, TypeError, OverflowError,
     RuntimeError, NotImplementedError, RecursionError, MemoryError, struct.error, zlib.error,
@@ -62,117 +77,11 @@ _READ_ERRORS = (
 )  # fmt: skip
 
 
-def col_dtype(n_cols: int) -> np.dtype:
-    """int32 column indices while they fit (what scipy keeps), else int64."""
-    return index_dtype(n_cols)
-
-
-def shard_dtypes(n_cols: int) -> dict[str, str]:
-    """The dtype of every member for a matrix with `n_cols` columns."""
-    return {
-        "rows": "int32",
-        "cols": col_dtype(n_cols).name,
-        "vals": "float64",
-        "row_counts": "int64",
-        "columns": col_dtype(n_cols).name,
-        "header": "uint8",
-    }
-
-
-def shard_path(directory: str | os.PathLike, chunk_id: int) -> Path:
-    """`directory/chunk_{id:06d}.npz`, the one naming rule for shards."""
-    return Path(directory) / f"chunk_{int(chunk_id):06d}.npz"
-
-
-MANIFEST_FILE = "chunk_manifest.json"
-
-
-def remove_shards(directory: str | os.PathLike) -> None:
-    """Delete a chunk directory's shards and its manifest, the one place shards are ever deleted (other files
-    there are left alone)."""
-    root = Path(directory)
-    for path in root.glob("chunk_*.npz"):
-        path.unlink()
-    (root / MANIFEST_FILE).unlink(missing_ok=True)
-
-
-@dataclass(frozen=True, eq=False)
-class ShardHeader:
-    """What a header-only read gives: enough to plan and to preallocate the assembly."""
-
-    path: str
-    chunk_id: int
-    col_start: int
-    col_end: int
-    n_rows: int
-    n_cols: int
-    nnz: int
-    dtypes: dict[str, str]
-    lineage_signature: str
-    checksum: str
-    row_counts: np.ndarray = field(repr=False)
-    columns: np.ndarray = field(repr=False)
-    format_version: int = FORMAT_VERSION
-
-    @property
-    def n_columns(self) -> int:
-        return self.col_end - self.col_start
-
-
-@dataclass(frozen=True, eq=False)
-class Shard:
-    """A fully read and verified shard."""
-
-    header: ShardHeader
-    rows: np.ndarray
-    cols: np.ndarray
-    vals: np.ndarray
-
-
 def _checksum(*arrays: np.ndarray) -> str:
     hasher = xxhash.xxh3_64()
     for array in arrays:
         hasher.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return hasher.hexdigest()
-
-
-def _strictly_sorted(rows: np.ndarray, cols: np.ndarray) -> bool:
-    """True when (row, col) pairs strictly increase: sorted and free of duplicates."""
-    if rows.size < 2:
-        return True
-    d_rows = np.diff(rows)
-    if np.any(d_rows < 0):
-        return False
-    same_row = d_rows == 0
-    del d_rows
-    return not np.any(same_row & (cols[1:] <= cols[:-1]))
-
-
-def columns_problem(columns: np.ndarray, n_cols: int, n_expected: int) -> str:
-    """What is wrong with a chunk's column set, or "" (strictly increasing, inside [0, n_cols))."""
-    if columns.ndim != 1 or columns.size != n_expected:
-        return f"holds {columns.size} columns, its plan slice has {n_expected}"
-    if columns.size and (columns[0] < 0 or columns[-1] >= n_cols):
-        return f"a column lies outside [0, {n_cols})"
-    if columns.size > 1 and np.any(columns[1:] <= columns[:-1]):
-        return "columns are not strictly increasing"
-    return ""
-
-
-def outside_columns(cols: np.ndarray, columns: np.ndarray) -> bool:
-    """True if any entry's column is not one of the chunk's (strictly increasing) `columns`."""
-    if not cols.size:
-        return False
-    if not columns.size:
-        return True
-    low, high = int(columns[0]), int(columns[-1])
-    if cols.min() < low or cols.max() > high:
-        return True
-    if high - low + 1 == columns.size:  # a contiguous range: the bounds say it all
-        return False
-    member = np.zeros(high - low + 1, dtype=bool)
-    member[columns - low] = True
-    return not bool(member[cols - low].all())
 
 
 def _prepare(path, rows, cols, vals, columns, col_start, col_end, n_rows, n_cols):
@@ -194,10 +103,10 @@ def _prepare(path, rows, cols, vals, columns, col_start, col_end, n_rows, n_cols
     rows = rows.astype(np.int32, copy=False)
     cols = cols.astype(col_dtype(n_cols), copy=False)
     vals = vals.astype(np.float64, copy=False)
-    if not _strictly_sorted(rows, cols):
+    if not strictly_sorted(rows, cols):
         order = np.lexsort((cols, rows))
         rows, cols, vals = rows[order], cols[order], vals[order]
-        if not _strictly_sorted(rows, cols):
+        if not strictly_sorted(rows, cols):
             raise ValueError(f"{path}: duplicate (row, col) entries; sum them before writing")
     return rows, cols, vals, columns
 
@@ -246,68 +155,7 @@ def write_shard(
         with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
             np.savez(handle, header=header, row_counts=row_counts, col_start=np.array([col_start], np.int64),
                      col_end=np.array([col_end], np.int64), columns=columns, rows=rows, cols=cols, vals=vals)
-    return _header_from_meta(str(path), meta, row_counts, columns)
-
-
-def _header_from_meta(path: str, meta: Any, row_counts: np.ndarray, columns: np.ndarray) -> ShardHeader:
-    """Validate the header JSON against itself and the row counts."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ShardError(path, "header is not a shard header")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ShardError(path, f"unsupported shard format version {meta.get('format_version')!r}")
-    values = {key: meta.get(key) for key in _HEADER_KEYS}
-    if not all(type(v) is int for v in values.values()):
-        raise ShardError(path, f"header fields {', '.join(_HEADER_KEYS)} must be integers")
-    for key in ("lineage_signature", "checksum"):
-        if not isinstance(meta.get(key), str):
-            raise ShardError(path, f"header field {key} missing or not a string")
-    n_rows, n_cols = values["n_rows"], values["n_cols"]
-    if not (0 <= n_rows < INT32_LIMIT and 0 <= values["col_start"] <= values["col_end"] <= n_cols):
-        raise ShardError(path, f"header range invalid: {values}")
-    if meta.get("dtypes") != shard_dtypes(n_cols) or meta.get("checksum_algorithm") != CHECKSUM_ALGORITHM:
-        raise ShardError(path, f"header dtypes {meta.get('dtypes')!r} are not {shard_dtypes(n_cols)!r}")
-    if row_counts.shape != (n_rows,):
-        raise ShardError(path, f"row_counts has length {row_counts.size}, header says n_rows={n_rows}")
-    if n_rows and (row_counts.min() < 0 or int(row_counts.sum()) != values["nnz"]):
-        raise ShardError(path, f"row_counts are negative or do not sum to nnz={values['nnz']}")
-    if not n_rows and values["nnz"]:
-        raise ShardError(path, "a shard with no rows claims non-zeros")
-    problem = columns_problem(columns, n_cols, values["col_end"] - values["col_start"])
-    if problem:
-        raise ShardError(path, f"member 'columns' {problem}")
-    row_counts.flags.writeable = False
-    columns.flags.writeable = False
-    return ShardHeader(
-        path=path, dtypes=dict(meta["dtypes"]), lineage_signature=meta["lineage_signature"],
-        checksum=meta["checksum"], row_counts=row_counts, columns=columns, **values,
-    )  # fmt: skip
-
-
-def _read_npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(handle)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(handle)
-    raise ValueError(f"unsupported .npy version {version}")
-
-
-def _check_npy(name: str, shape, fortran, dtype, expected: str, data_bytes: int) -> int:
-    """Validate one member's .npy header before reading data; return the element count."""
-    if np.dtype(dtype) != np.dtype(expected) or fortran or len(shape) != 1:
-        raise ValueError(f"member {name!r} is {dtype} shape {shape}, expected 1-D {expected}")
-    if shape[0] * np.dtype(expected).itemsize != data_bytes:
-        raise ValueError(f"member {name!r} holds {data_bytes} data bytes, its header claims {shape[0]} items")
-    return int(shape[0])
-
-
-def _small_member(archive: zipfile.ZipFile, name: str, expected: str) -> np.ndarray:
-    """Read a small member through zipfile, so its CRC-32 is checked."""
-    raw = archive.read(name + ".npy")
-    buffer = io.BytesIO(raw)
-    shape, fortran, dtype = _read_npy_header(buffer)
-    _check_npy(name, shape, fortran, dtype, expected, len(raw) - buffer.tell())
-    return np.frombuffer(raw, dtype=expected, offset=buffer.tell()).copy()
+    return header_from_meta(str(path), meta, row_counts, columns)
 
 
 class _ShardFile:
@@ -323,16 +171,16 @@ class _ShardFile:
         try:
             self.size = os.fstat(self.handle.fileno()).st_size
             self.archive = zipfile.ZipFile(self.handle)
-            for name in _MEMBERS:
+            for name in MEMBERS:
                 self._info(name)
-            row_counts = _small_member(self.archive, "row_counts", "int64")
-            raw = _small_member(self.archive, "header", "uint8").tobytes()
+            row_counts = small_member(self.archive, "row_counts", "int64")
+            raw = small_member(self.archive, "header", "uint8").tobytes()
             meta = json.loads(raw.decode("utf-8"))
             n_cols = meta.get("n_cols") if isinstance(meta, dict) else None
             if type(n_cols) is not int or n_cols < 0:
                 raise ShardError(self.path, "header field n_cols missing or not a non-negative integer")
-            columns = _small_member(self.archive, "columns", col_dtype(n_cols).name)
-            self.header = _header_from_meta(self.path, meta, row_counts, columns)
+            columns = small_member(self.archive, "columns", col_dtype(n_cols).name)
+            self.header = header_from_meta(self.path, meta, row_counts, columns)
         except BaseException:
             self.handle.close()
             raise
@@ -350,17 +198,17 @@ class _ShardFile:
         """(file offset of the data, element count) of a big member, checked against the file size."""
         info = self._info(name)
         self.handle.seek(info.header_offset)
-        local = _LOCAL_HEADER.unpack(self.handle.read(_LOCAL_HEADER.size))
+        local = LOCAL_HEADER.unpack(self.handle.read(LOCAL_HEADER.size))
         if local[0] != b"PK\x03\x04":
             raise ShardError(self.path, f"member {name!r}: bad local zip header")
-        start = info.header_offset + _LOCAL_HEADER.size + local[9] + local[10]
+        start = info.header_offset + LOCAL_HEADER.size + local[9] + local[10]
         if start + info.file_size > self.size:
             raise ShardError(self.path, f"member {name!r} runs past the end of the file (truncated)")
         self.handle.seek(start)
-        shape, fortran, dtype = _read_npy_header(self.handle)
+        shape, fortran, dtype = read_npy_header(self.handle)
         offset = self.handle.tell()
         expected = self.header.dtypes[name]
-        count = _check_npy(name, shape, fortran, dtype, expected, info.file_size - (offset - start))
+        count = check_npy(name, shape, fortran, dtype, expected, info.file_size - (offset - start))
         wanted = self.header.row_counts.size if name == "row_counts" else self.header.nnz
         if count != wanted:
             raise ShardError(self.path, f"member {name!r} has {count} entries, header says {wanted}")
