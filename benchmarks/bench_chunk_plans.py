@@ -120,7 +120,6 @@ def run_plan(kind: str, size: int, count: int | None, state: Path, root: Path) -
 def print_table(runs: dict[str, dict[int, list[dict]]], whole: bool) -> None:
     print(f"\n{'plan':<11} {'cols':>6} {'n':>4} {'states':>6} {'wall s':>8} {'median':>8} {'p95':>8} {'sim s':>8} "
           f"{'ms/col':>8} {'peak MB':>8}")
-    sums = {kind: summarise([r for rows in by_size.values() for r in rows]) for kind, by_size in runs.items() if by_size}
     for kind, by_size in runs.items():
         for size, rows in by_size.items():
             s = summarise(rows)
@@ -132,13 +131,23 @@ def print_table(runs: dict[str, dict[int, list[dict]]], whole: bool) -> None:
         print(f"ratio at {size}: contiguous / state: cost per column {c['ms_per_column'] / s['ms_per_column']:.2f}x, "
               f"simulation per column {per_column(runs['contiguous'][size]) / per_column(runs['state'][size]):.2f}x, "
               f"peak RSS {c['rss'] / s['rss']:.2f}x")
-    if whole and all(sums.get(k) for k in PLANS):
-        c, s = sums["contiguous"], sums["state"]
-        print(f"whole sample: contiguous {c['n']} chunks ({c['states_sum']} chunk-states), simulation {c['simulate_sum']:.1f} s,"
-              f" wall {c['wall_sum']:.1f} s; state {s['n']} chunks ({s['states_sum']} chunk-states), simulation "
-              f"{s['simulate_sum']:.1f} s, wall {s['wall_sum']:.1f} s")
-        print(f"whole sample ratio contiguous / state: simulation {c['simulate_sum'] / s['simulate_sum']:.2f}x, "
-              f"chunk wall {c['wall_sum'] / s['wall_sum']:.2f}x")
+    if whole:
+        print_whole(runs)
+
+
+def print_whole(runs: dict[str, dict[int, list[dict]]]) -> None:
+    """Each whole sample once per chunk size, and every contiguous / state pair of sizes: a whole sample is the
+    same columns under each plan, so its summed simulation time compares them directly."""
+    for kind, by_size in runs.items():
+        for size, rows in by_size.items():
+            s = summarise(rows)
+            print(f"whole sample, {kind} at {size}: {s['n']} chunks ({s['states_sum']} chunk-states), simulation "
+                  f"{s['simulate_sum']:.1f} s, wall {s['wall_sum']:.1f} s")
+    for c_size, c_rows in runs.get("contiguous", {}).items():
+        for s_size, s_rows in runs.get("state", {}).items():
+            c, s = summarise(c_rows), summarise(s_rows)
+            print(f"whole sample ratio contiguous at {c_size} / state at {s_size}: simulation "
+                  f"{c['simulate_sum'] / s['simulate_sum']:.2f}x, chunk wall {c['wall_sum'] / s['wall_sum']:.2f}x")
 
 
 def per_column(rows: list[dict]) -> float:
