@@ -23,22 +23,14 @@ from policyengine_us_data.dispatch.plan import (
     format_plans,
     plan_production,
 )
-from policyengine_us_data.shards.chunk_plan import CONTIGUOUS, partition_plan
+from policyengine_us_data.dispatch.dispatch_estimate import planned_chunks
+from policyengine_us_data.shards.chunk_plan import CONTIGUOUS
 from policyengine_us_data.compat.upstream_chunk_cache import COO_DIR
 from policyengine_us_data.errors import InputError
 from policyengine_us_data.dispatch.modal_names import MAX_CONTAINERS, WORKER_MEMORY_MB, WORKER_RETRIES
 
 MANIFEST_FORMAT = "production-plan-measurements/1"
 PRODUCTION_HOUSEHOLDS = 12_000  # upstream's stratified sample of the enhanced CPS
-
-
-def planned_chunks(kind: str, n_records: int, n_clones: int, chunk_size: int) -> int:
-    """How many chunks the plan kind makes of n_records x n_clones columns (state: on a fresh geography)."""
-    from policyengine_us_data.datasets.geography import assign_geography
-
-    if kind == CONTIGUOUS:
-        return -(-(n_records * n_clones) // chunk_size)
-    return len(partition_plan(kind, assign_geography(n_records, n_clones, seed=0).state_fips, chunk_size))
 
 
 def _optional(obj: dict[str, Any], key: str) -> float | None:
@@ -127,9 +119,9 @@ def build_plans(inputs: dict[str, PlanInputs], households: int, clones: int, chu
     """One plan per measured kind (contiguous first) for households x clones in `chunk_size` chunks."""
     plans = {}
     for kind in sorted(inputs, key=lambda k: k != CONTIGUOUS):
-        shape = Shape(n_columns=households * clones, n_chunks=planned_chunks(kind, households, clones, chunk_size),
-                      workers=workers, max_containers=MAX_CONTAINERS, retries=WORKER_RETRIES,
-                      worker_memory_gb=WORKER_MEMORY_MB / 1024)
+        n_chunks, n_columns = planned_chunks(households, clones, 0, kind, chunk_size)
+        shape = Shape(n_columns=n_columns, n_chunks=n_chunks, workers=workers, max_containers=MAX_CONTAINERS,
+                      retries=WORKER_RETRIES, worker_memory_gb=WORKER_MEMORY_MB / 1024)
         plans[kind] = plan_production(inputs[kind], shape)
     return plans
 

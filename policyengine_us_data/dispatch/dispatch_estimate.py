@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from policyengine_us_data.shards.chunk_plan import partition_plan
+from policyengine_us_data.shards.chunk_plan import CONTIGUOUS, partition_plan
 from policyengine_us_data.datasets.geography import assign_geography
 
 
 def planned_chunks(n_households: int, n_clones: int, seed: int, chunk_plan: str, chunk_size: int) -> tuple[int, int]:
-    """(chunks, columns) of the build: the dataset step's geography, cut by the dispatch step's plan."""
+    """(chunks, columns) of the build: the dataset step's geography, cut by the dispatch step's plan (contiguous
+    ranges need no geography: their count follows from the column count)."""
+    columns = n_households * n_clones
+    if chunk_plan == CONTIGUOUS:
+        return -(-columns // chunk_size), columns
     geography = assign_geography(n_households, n_clones, seed)
-    return len(partition_plan(chunk_plan, geography.state_fips, chunk_size)), geography.n_columns
+    return len(partition_plan(chunk_plan, geography.state_fips, chunk_size)), columns
 
 
 def measured_rate(summary: dict[str, Any] | None) -> dict[str, Any] | None:

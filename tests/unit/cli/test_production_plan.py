@@ -7,6 +7,7 @@ import json
 import pytest
 
 from policyengine_us_data.compat import production_plan as pp
+from policyengine_us_data.dispatch.dispatch_estimate import planned_chunks
 from policyengine_us_data.calibration import unified_calibration as uc
 from policyengine_us_data.dispatch.plan import hms
 from policyengine_us_data.shards.chunk_plan import ChunkResult
@@ -33,7 +34,7 @@ def test_plan_from_a_manifest_compares_both_kinds_at_the_production_shape(tmp_pa
     measured = write_manifest(tmp_path / "m.json")
     assert uc.main(["--plan", "--measured", measured, "--cold-start-seconds", "20"]) == 0
     out = capsys.readouterr().out
-    n_state = pp.planned_chunks("state", 12_000, 430, 25_000)
+    n_state = planned_chunks(12_000, 430, 0, "state", 25_000)[0]
     assert "12,000 households x 430 clones = 5,160,000 columns in 25,000-column chunks" in out
     contiguous = pp.build_plans(pp.inputs_from_manifest(tmp_path / "m.json", 25_000, 20.0)[0], 12_000, 430, 25_000, 50)
     assert contiguous["contiguous"].shape.n_chunks == 207 and contiguous["state"].shape.n_chunks == n_state
@@ -99,6 +100,6 @@ def test_plan_needs_a_source(capsys):
 
 
 def test_planned_chunks_follow_each_kinds_partition():
-    assert pp.planned_chunks("contiguous", 12_000, 430, 25_000) == 207
-    n_state = pp.planned_chunks("state", 1_000, 430, 2000)
+    assert planned_chunks(12_000, 430, 0, "contiguous", 25_000)[0] == 207
+    n_state = planned_chunks(1_000, 430, 0, "state", 2000)[0]
     assert 215 <= n_state <= 215 + 51  # 430,000 columns in chunks of at most 2,000 that do not cross a large state
