@@ -13,12 +13,19 @@ branch clones). Keying by object ids missed on every chunk and kept each miss's 
 about 1 GB leaked per 500-column chunk. The tests in tests/integration/test_pe_speedups.py check,
 with the real policyengine-us, that every target variable comes out bit-for-bit identical with and
 without it, and that a second chunk adds no copy and keeps no simulation alive. It applies only to the version it was checked against; any other version runs unpatched.
+
+A cache miss (once per process) still cost a whole-tree copy: ~30,000 nodes and ~110,000 parameters
+cloned, each node's values rebuilt at the simulation's instant, and a collector pass over millions of
+new objects, 10-20 s in every worker that meets a New York household. The pin rewrites one subtree
+(`PIN_SUBTREES`), so the miss copies only that subtree and the nodes on its path; every other subtree
+is the base tree's own, shared read-only with its warm per-instant caches.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
 
@@ -27,6 +34,9 @@ CHECKED_VERSIONS = ("2.68.0",)
 _STATE: dict[str, Any] = {"installed": False, "original": None}
 _PINNED: dict[tuple[str, int, int], tuple[weakref.ref, Any]] = {}
 MAX_PINNED = 12  # three pins x (baseline + each reform's system), with room to spare
+# The parameter subtrees each pin function of policyengine-us 2.68.0 rewrites (tools/pinned_tbs.py); a pin
+# not listed here gets policyengine-us's whole-tree copy.
+PIN_SUBTREES: dict[str, tuple[tuple[str, ...], ...]] = {"ny_pre_tcja_ctc": (("gov", "irs", "credits", "ctc"),)}
 
 
 def _qualified(obj: Any) -> str:
@@ -58,6 +68,39 @@ def _evict() -> None:
         del _PINNED[next(iter(_PINNED))]
 
 
+def _path_copy(node, paths: tuple[tuple[str, ...], ...], deep_clone: Callable):
+    """`node` copied along `paths`: each path's last node is cloned deeply, the nodes leading to it are shallow
+    copies, and every other child is the original object (its parent stays the original node)."""
+    if any(not path for path in paths):
+        return deep_clone(node)
+    copied = object.__new__(type(node))
+    copied.__dict__ = node.__dict__.copy()
+    copied.children = dict(node.children)
+    copied._at_instant_cache = {}
+    for name in {path[0] for path in paths}:
+        child = _path_copy(node.children[name], tuple(p[1:] for p in paths if p[0] == name), deep_clone)
+        child.parent = copied
+        copied.children[name] = child
+        setattr(copied, name, child)
+    return copied
+
+
+@contextmanager
+def _sharing_clone(root, paths: tuple[tuple[str, ...], ...]):
+    """While open, cloning `root` (and only it) gives `_path_copy(root, paths)` instead of a whole-tree copy."""
+    node_class = type(root)
+    deep_clone = node_class.clone
+
+    def clone(node):
+        return _path_copy(node, paths, deep_clone) if node is root else deep_clone(node)
+
+    node_class.clone = clone
+    try:
+        yield
+    finally:
+        node_class.clone = deep_clone
+
+
 def _pinned_by_parameters(original: Callable) -> Callable:
     def get_pinned(base_tbs, pin_name, pin_fn):
         parameters = base_tbs.parameters
@@ -65,7 +108,12 @@ def _pinned_by_parameters(original: Callable) -> Callable:
         entry = _PINNED.get(key)
         if entry is not None and entry[0]() is parameters:
             return entry[1]
-        pinned = original(base_tbs, pin_name, pin_fn)
+        paths = PIN_SUBTREES.get(pin_name)
+        if paths is None:
+            pinned = original(base_tbs, pin_name, pin_fn)
+        else:
+            with _sharing_clone(parameters, paths):
+                pinned = original(base_tbs, pin_name, pin_fn)
         # the clone copied the base's `simulation` attribute: do not let the cache keep that simulation alive
         pinned.__dict__.pop("simulation", None)
         _evict()

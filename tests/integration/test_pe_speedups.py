@@ -2,7 +2,8 @@
 
 1. pe_speedups keys the pinned-system cache by parameter tree: every target variable is
    bit-for-bit identical with and without it, and a second chunk adds no pinned copy and keeps no
-   simulation alive (keying by object ids once leaked ~1 GB per 500-column chunk).
+   simulation alive (keying by object ids once leaked ~1 GB per 500-column chunk). The pinned copy
+   shares every parameter subtree its pin leaves alone with the base tree, which it leaves as it was.
 2. Reform rows reuse one neutralising-reform system per process: income tax equals
    `Microsimulation(dataset, reform=neutralise)`, built afresh.
 """
@@ -84,3 +85,23 @@ def test_a_second_chunk_reuses_the_pinned_copies_and_keeps_no_simulation_alive(d
     finally:
         gc.freeze()
     assert alive == []
+
+
+def test_the_new_york_pin_copies_only_the_federal_ctc_and_leaves_the_base_tree_as_it_was(data, pe_simulator):
+    pe_simulator.compute(data, SimulationRequest(("state_income_tax",), (), ()))
+    pins = [(ref(), pinned) for (name, _, _), (ref, pinned) in pe_speedups._PINNED.items()
+            if name == "ny_pre_tcja_ctc" and ref() is not None]
+    assert pins, "the New York households should have needed the pre-TCJA pin"
+    base, pinned = pins[-1][0], pins[-1][1].parameters
+    assert pinned.gov.states is base.gov.states and pinned.gov.hhs is base.gov.hhs
+    assert pinned.gov.irs.credits.ctc is not base.gov.irs.credits.ctc
+    for node in (base, base.gov, base.gov.irs, base.gov.irs.credits):
+        assert all(getattr(child, "parent", node) is node for child in node.children.values())
+    from policyengine_core.parameters import Parameter
+
+    base_ctc = {p.name: p for p in base.gov.irs.credits.ctc.get_descendants() if isinstance(p, Parameter)}
+    pinned_ctc = [p for p in pinned.gov.irs.credits.ctc.get_descendants() if isinstance(p, Parameter)]
+    assert len(pinned_ctc) == len(base_ctc)
+    for parameter in pinned_ctc:
+        assert parameter("2024-01-01") == base_ctc[parameter.name]("2017-01-01"), parameter.name
+    assert any(p("2024-01-01") != p("2017-01-01") for p in base_ctc.values()), "the base tree was pinned too"
