@@ -145,6 +145,23 @@ def install() -> bool:
     return True
 
 
+def shared_neutralised_system(system, variable: str):
+    """`system` with `variable` neutralised, reading `system`'s own parameter tree (None when not installed).
+
+    policyengine-core's reform copies the whole tree (~20 s at warm-up, ~100 MB per reform row), and each copy
+    then builds its own per-instant values for every state it meets. Neutralising rebinds one entry of a
+    private variable registry and never touches parameters, so policyengine-us's copy-on-write shared policy
+    (`share_spm_policy`, the one its own simulations use) is enough.
+    """
+    if not _STATE["installed"]:
+        return None
+    from policyengine_us.spm import share_spm_policy
+
+    shared = share_spm_policy(system)
+    shared.neutralize_variable(variable)
+    return shared
+
+
 def uninstall() -> None:
     """Restore policyengine-us's own cache (tests compare both)."""
     if not _STATE["installed"]:

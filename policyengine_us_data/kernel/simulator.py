@@ -120,12 +120,13 @@ def _as_numeric(values: np.ndarray) -> np.ndarray:
 class PolicyEngineSimulator:
     """policyengine-us behind the seam: one simulation per chunk, plus one per reform variable.
 
-    A reform row neutralises one variable with policyengine-core's own `neutralize_variable` reform.
-    The reformed tax-benefit system (a deep copy of every parameter, ~20 s) is built once per
-    process and reused by every chunk, instead of once per chunk as `Microsimulation(reform=...)`
-    would. (Zeroing the variable as an input is not equivalent: branches such as the itemisation
-    choice delete and recompute it.) tests/integration/test_pe_speedups.py checks the result equals
-    `Microsimulation(dataset, reform=...)`.
+    A reform row neutralises one variable (`neutralize_variable`, as policyengine-core's reform does) in
+    a system built once per process and reused by every chunk, instead of once per chunk as
+    `Microsimulation(reform=...)` would. It shares the baseline's parameter tree
+    (`pe_speedups.shared_neutralised_system`) where the checked policyengine-us allows, else it is
+    core's reform (a deep copy of every parameter, ~20 s). (Zeroing the variable as an input is not
+    equivalent: branches such as the itemisation choice delete and recompute it.)
+    tests/integration/test_pe_speedups.py checks the result equals `Microsimulation(dataset, reform=...)`.
     """
 
     name = "policyengine"
@@ -215,9 +216,15 @@ class PolicyEngineSimulator:
 
     def _neutralised(self, path: str, variable: str, data: HouseholdData):
         """A simulation under the (per-process, cached) system with `variable` neutralised."""
-        if variable not in self._reformed:
-            self._reformed[variable] = neutralising_reform(variable)(self._system)  # frozen with the chunk's caches
-        return self._simulation(dataset=path, tax_benefit_system=self._reformed[variable])
+        return self._simulation(dataset=path, tax_benefit_system=self._neutralised_system(variable))
+
+    def _neutralised_system(self, variable: str):
+        if variable not in self._reformed:  # frozen with the chunk's caches
+            from policyengine_us_data.kernel import pe_speedups
+
+            shared = pe_speedups.shared_neutralised_system(self._system, variable)
+            self._reformed[variable] = shared if shared is not None else neutralising_reform(variable)(self._system)
+        return self._reformed[variable]
 
     def _per_person(self, sim, variable: str, data: HouseholdData) -> np.ndarray:
         """A variable broadcast to persons: each person gets its own entity's value."""

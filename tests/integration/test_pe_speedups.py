@@ -4,8 +4,9 @@
    bit-for-bit identical with and without it, and a second chunk adds no pinned copy and keeps no
    simulation alive (keying by object ids once leaked ~1 GB per 500-column chunk). The pinned copy
    shares every parameter subtree its pin leaves alone with the base tree, which it leaves as it was.
-2. Reform rows reuse one neutralising-reform system per process: income tax equals
-   `Microsimulation(dataset, reform=neutralise)`, built afresh.
+2. Reform rows reuse one neutralised system per process, which shares the baseline's parameter
+   tree: income tax equals `Microsimulation(dataset, reform=neutralise)`, built afresh, and the
+   tree is the baseline's own.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ def test_pinned_cache_patch_changes_no_result(data, pe_simulator):
     assert np.count_nonzero(patched["income_tax"]) > 0
 
 
-def test_cached_reform_system_equals_a_fresh_reformed_microsimulation(data, pe_simulator):
-    """ctc is the demanding case: New York's credit recomputes it in a branch under pinned rules.
-    (One variable only: each fresh reformed Microsimulation costs ~40 s.)"""
-    variable = "ctc"
+@pytest.mark.parametrize("variable", ["ctc", "eitc"])
+def test_cached_reform_system_equals_a_fresh_reformed_microsimulation(data, pe_simulator, variable):
+    """The default targets' two reform rows. ctc is the demanding case: New York's credit recomputes it
+    in a branch under pinned rules. (Each fresh reformed Microsimulation costs ~40 s.)"""
     from policyengine_us import Microsimulation
 
     request = SimulationRequest((), (), (variable,))
@@ -105,3 +106,9 @@ def test_the_new_york_pin_copies_only_the_federal_ctc_and_leaves_the_base_tree_a
     for parameter in pinned_ctc:
         assert parameter("2024-01-01") == base_ctc[parameter.name]("2017-01-01"), parameter.name
     assert any(p("2024-01-01") != p("2017-01-01") for p in base_ctc.values()), "the base tree was pinned too"
+
+
+def test_a_reform_rows_system_reads_the_baseline_parameter_tree(pe_simulator):
+    reformed = pe_simulator._neutralised_system("eitc")
+    assert reformed.parameters is pe_simulator.system.parameters
+    assert reformed.variables["eitc"].is_neutralized and not pe_simulator.system.variables["eitc"].is_neutralized
