@@ -141,7 +141,8 @@ class LocalChunkDispatcher(ChunkDispatcher):
         started = time.perf_counter()
         if self.warm_up is True and self.kernel is None:
             progress_events.phase("warm-up", "start", f"warming up {_simulator_name(state_dir)}: loading it and "
-                                  "running one small simulation (once per build; about 1-2 min for policyengine-us)")
+                                  "running one small simulation (once per build; for policyengine-us about 15 s, "
+                                  "plus about 40 s if it is not loaded yet)")
             default_warm_up()(state_dir)
         elif callable(self.warm_up):
             progress_events.phase("warm-up", "start", "warming up the simulator")

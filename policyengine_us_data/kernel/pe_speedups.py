@@ -19,6 +19,10 @@ cloned, each node's values rebuilt at the simulation's instant, and a collector 
 new objects, 10-20 s in every worker that meets a New York household. The pin rewrites one subtree
 (`PIN_SUBTREES`), so the miss copies only that subtree and the nodes on its path; every other subtree
 is the base tree's own, shared read-only with its warm per-instant caches.
+
+`first_county_in_state` (the county a household without one is placed in) rebuilt its state-to-county
+table by scanning every county for every state on each call, ~1 s per chunk; the patched formula asks
+the original once per state it has not seen and keeps the answer.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
 
+import numpy as np
+
 LOG = logging.getLogger(__name__)
 CHECKED_VERSIONS = ("2.68.0",)
-_STATE: dict[str, Any] = {"installed": False, "original": None}
+_STATE: dict[str, Any] = {"installed": False, "original": None, "first_county": None}
+FIRST_COUNTY = "first_county_in_state"
 _PINNED: dict[tuple[str, int, int], tuple[weakref.ref, Any]] = {}
 MAX_PINNED = 12  # three pins x (baseline + each reform's system), with room to spare
 # The parameter subtrees each pin function of policyengine-us 2.68.0 rewrites (tools/pinned_tbs.py); a pin
@@ -124,6 +131,37 @@ def _pinned_by_parameters(original: Callable) -> Callable:
     return get_pinned
 
 
+def _first_county_by_state(original: Callable) -> Callable:
+    """`original` (a formula of the household's state alone) asked once per state, its answers kept."""
+    table: dict[str, Any] = {}
+
+    def formula(household, period, parameters):
+        states = np.asarray(household("state_code_str", period))
+        unique, inverse = np.unique(states, return_inverse=True)
+        unseen = [state for state in unique.tolist() if state not in table]
+        if unseen:
+            table.update(zip(unseen, original(lambda *_: np.array(unseen), period, parameters)))
+        if not len(states):
+            return original(lambda *_: states, period, parameters)
+        return np.array([table[state] for state in unique.tolist()], dtype=object)[inverse.reshape(-1)]
+
+    formula.__wrapped__ = original
+    return formula
+
+
+def _patch_first_county(system) -> None:
+    formulas = system.variables[FIRST_COUNTY].formulas
+    _STATE["first_county"] = dict(formulas)
+    for start, original in list(formulas.items()):
+        formulas[start] = _first_county_by_state(original)
+
+
+def _unpatch_first_county(system) -> None:
+    if _STATE["first_county"] is not None:
+        system.variables[FIRST_COUNTY].formulas.update(_STATE["first_county"])
+        _STATE["first_county"] = None
+
+
 def install() -> bool:
     """Patch the pinned-system cache once per process; True when the patch is active."""
     if _STATE["installed"]:
@@ -141,6 +179,9 @@ def install() -> bool:
         return False
     _STATE["original"] = original
     pinned_tbs._get_pinned_tbs = _pinned_by_parameters(original)
+    from policyengine_us.system import system
+
+    _patch_first_county(system)
     _STATE["installed"] = True
     return True
 
@@ -168,6 +209,9 @@ def uninstall() -> None:
         return
     from policyengine_us.tools import pinned_tbs
 
+    from policyengine_us.system import system
+
     pinned_tbs._get_pinned_tbs = _STATE["original"]
+    _unpatch_first_county(system)
     _PINNED.clear()
     _STATE["installed"] = False

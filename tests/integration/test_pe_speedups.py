@@ -112,3 +112,18 @@ def test_a_reform_rows_system_reads_the_baseline_parameter_tree(pe_simulator):
     reformed = pe_simulator._neutralised_system("eitc")
     assert reformed.parameters is pe_simulator.system.parameters
     assert reformed.variables["eitc"].is_neutralized and not pe_simulator.system.variables["eitc"].is_neutralized
+
+
+def test_the_first_county_formula_gives_policyengine_us_own_answer_for_every_state(pe_simulator):
+    from policyengine_us.variables.household.demographic.geographic.state_code import StateCode
+
+    formula = pe_simulator.system.variables["first_county_in_state"].formulas["0001-01-01"]
+    original = formula.__wrapped__
+    states = np.array([state.value for state in StateCode] + ["XX", "NY", "CA"])
+    rng = np.random.default_rng(3)
+    for sample in (states, states[rng.permutation(len(states))], states[:0]):
+        expected = original(lambda *_: sample, 2024, None)
+        for _ in range(2):  # the second call answers from the kept table
+            got = formula(lambda *_: sample, 2024, None)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            assert list(got) == list(expected)
