@@ -67,8 +67,8 @@ def _variables_key(variables: dict) -> int:
 
 
 def _evict() -> None:
-    """Drop entries whose parameter tree is gone, then the oldest beyond MAX_PINNED (each holds a full copy
-    of the parameter tree, ~100 MB)."""
+    """Drop entries whose parameter tree is gone, then the oldest beyond MAX_PINNED (a pin not in PIN_SUBTREES
+    holds a full copy of the parameter tree, ~100 MB)."""
     for key in [key for key, (ref, _) in _PINNED.items() if ref() is None]:
         del _PINNED[key]
     while len(_PINNED) >= MAX_PINNED:
@@ -97,6 +97,7 @@ def _sharing_clone(root, paths: tuple[tuple[str, ...], ...]):
     """While open, cloning `root` (and only it) gives `_path_copy(root, paths)` instead of a whole-tree copy."""
     node_class = type(root)
     deep_clone = node_class.clone
+    own = "clone" in vars(node_class)
 
     def clone(node):
         return _path_copy(node, paths, deep_clone) if node is root else deep_clone(node)
@@ -105,7 +106,10 @@ def _sharing_clone(root, paths: tuple[tuple[str, ...], ...]):
     try:
         yield
     finally:
-        node_class.clone = deep_clone
+        if own:
+            node_class.clone = deep_clone
+        else:
+            del node_class.clone
 
 
 def _pinned_by_parameters(original: Callable) -> Callable:

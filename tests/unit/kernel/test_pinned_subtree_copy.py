@@ -74,3 +74,14 @@ def test_only_the_one_root_is_copied_that_way_and_the_class_is_restored_even_aft
     assert ParameterNode.clone is original
     assert root.clone().gov.states is not root.gov.states
     assert isinstance(root.clone().gov.credits.ctc.amount, Parameter)
+
+
+def test_a_subclass_that_inherits_clone_is_left_without_one_of_its_own():
+    class CountryNode(ParameterNode):
+        pass
+
+    root = CountryNode("root", data={"gov": {"credits": {"ctc": {"values": {"2017-01-01": 1}}}, "x": {"values": {"2017-01-01": 2}}}})
+    with pe_speedups._sharing_clone(root, (("gov", "credits"),)):
+        copied = root.clone()
+    assert copied.gov.x is root.gov.x and copied.gov.credits is not root.gov.credits
+    assert "clone" not in vars(CountryNode)
