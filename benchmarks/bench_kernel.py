@@ -4,8 +4,8 @@ Runs the real kernel (policyengine-us) in this process on the embedded default d
 targets: 1,000 households x enough clones for the largest chunk. The first chunk pays the
 process's one-off warm-up, which is reported on its own line and not counted. Prints seconds
 per stage and households per second. At the sizes given by --compare-at it also runs the same
-chunk the way upstream's builder simulates (policyengine-us's Microsimulation, without our
-pinned-system cache), side by side, and prints the ratio.
+chunk the way upstream's builder simulates (policyengine-us's Microsimulation, its own pinned-system
+cache and formulas, a reformed system built for the chunk), side by side, and prints the ratio.
 
     .venv/bin/python benchmarks/bench_kernel.py --sizes 1000 5000 25000 --compare-at 1000
 """
@@ -62,17 +62,19 @@ def time_chunk(state: Path, root: Path, size: int, chunk_id: int) -> dict:
 
 
 def upstream_way(run):
-    """Run with Microsimulation and policyengine-us's own pinned-system cache (both restored after)."""
+    """Run with Microsimulation, policyengine-us's own pinned-system cache and formulas, and reform rows on
+    policyengine-core's reform (a whole parameter-tree copy per reform, as `Microsimulation(reform=...)` makes
+    for each chunk); all restored after."""
     from policyengine_us import Microsimulation
 
     simulator = get_simulator("policyengine")
-    plain = simulator._simulation
+    plain, reformed = simulator._simulation, simulator._reformed
     pe_speedups.uninstall()
-    simulator._simulation = Microsimulation
+    simulator._simulation, simulator._reformed = Microsimulation, {}
     try:
         return run()
     finally:
-        simulator._simulation = plain
+        simulator._simulation, simulator._reformed = plain, reformed
         pe_speedups.install()
 
 
