@@ -4,7 +4,7 @@ A signal handler that raises (Python's KeyboardInterrupt, a runner's SIGTERM han
 concurrent.futures' own bookkeeping, between a lock's acquire and its release. The pool's manager thread then
 waits on that lock forever and the interrupted dispatch hangs instead of stopping. So while the pool runs,
 the handlers only record the signal; the dispatch loop calls `deliver()` between waits, where no lock is held,
-and the handler that was replaced runs there.
+and the handler that was replaced runs there, or at the block's end for a signal that came during the last wait.
 """
 
 from __future__ import annotations
@@ -35,21 +35,27 @@ class DeferredSignals:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        for signum, handler in self._previous.items():
+        """Restore the handlers; a signal still held when the block ends normally is acted on here (a Ctrl-C
+        during the last chunk's wait must stop the build, not vanish)."""
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
-        self._previous.clear()
+        if kind is None and self.pending:
+            _act(self.pending.pop(0), previous)
 
     def _record(self, signum: int, frame: object) -> None:
         self.pending.append(signum)
 
     def deliver(self) -> None:
         """Act on the first recorded signal as the replaced handler would have: usually by raising."""
-        if not self.pending:
-            return
-        signum = self.pending.pop(0)
-        handler = self._previous.get(signum, signal.SIG_DFL)
-        if callable(handler):
-            handler(signum, None)  # KeyboardInterrupt for Python's default Ctrl-C; the runner's Terminated
-        elif handler == signal.SIG_DFL:
-            # the default action ends the process; end it through the dispatcher's cleanup instead
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        if self.pending:
+            _act(self.pending.pop(0), self._previous)
+
+
+def _act(signum: int, handlers: dict[int, Any]) -> None:
+    handler = handlers.get(signum, signal.SIG_DFL)
+    if callable(handler):
+        handler(signum, None)  # KeyboardInterrupt for Python's default Ctrl-C; the runner's Terminated
+    elif handler == signal.SIG_DFL:
+        # the default action ends the process; end it through the dispatcher's cleanup instead
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)

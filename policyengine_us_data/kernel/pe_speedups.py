@@ -193,7 +193,7 @@ def install() -> bool:
 def shared_neutralised_system(system, variable: str):
     """`system` with `variable` neutralised, reading `system`'s own parameter tree (None when not installed).
 
-    policyengine-core's reform copies the whole tree (~20 s at warm-up, ~100 MB per reform row), and each copy
+    policyengine-core's reform copies the whole tree (~30 s at warm-up, ~100 MB per reform row), and each copy
     then builds its own per-instant values for every state it meets. Neutralising rebinds one entry of a
     private variable registry and never touches parameters, so policyengine-us's copy-on-write shared policy
     (`share_spm_policy`, the one its own simulations use) is enough.

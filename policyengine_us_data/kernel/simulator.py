@@ -124,7 +124,7 @@ class PolicyEngineSimulator:
     a system built once per process and reused by every chunk, instead of once per chunk as
     `Microsimulation(reform=...)` would. It shares the baseline's parameter tree
     (`pe_speedups.shared_neutralised_system`) where the checked policyengine-us allows, else it is
-    core's reform (a deep copy of every parameter, ~20 s). (Zeroing the variable as an input is not
+    core's reform (a deep copy of every parameter, ~30 s). (Zeroing the variable as an input is not
     equivalent: branches such as the itemisation choice delete and recompute it.)
     tests/integration/test_pe_speedups.py checks the result equals `Microsimulation(dataset, reform=...)`.
     """

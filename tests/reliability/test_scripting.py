@@ -121,8 +121,10 @@ def test_dry_run_counts_the_chunks_and_estimates_from_the_last_measured_ones(tmp
 def test_remembered_flags_survive_ctrl_c_and_a_failed_value_is_not_remembered(tmp_path, toy_db):
     run_dir = tmp_path / "run"
     args = toy_args(run_dir, toy_db, "--deep", "--package-output", "pkg.pkl", simulator=SLOW_SIM)
+    # 3 s a chunk, so the Ctrl-C lands in dispatch even if this test process stalls for seconds on a loaded
+    # machine (at 1 s a chunk one CI run got exit 0, most likely the build finishing before the signal was sent)
     build = subprocess.Popen([sys.executable, "-m", "commands.cli", *args], cwd=REPO,
-                             env=subprocess_env(SLOW_TOY_DELAY="1.0"), stdout=subprocess.PIPE,
+                             env=subprocess_env(SLOW_TOY_DELAY="3.0"), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's job
     wait_for(lambda: _dispatching(run_dir, build), 60, "the build to start dispatching")

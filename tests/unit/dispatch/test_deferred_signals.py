@@ -56,3 +56,21 @@ def test_default_and_ignored_actions(own_handlers):
         with pytest.raises(SystemExit) as caught:
             signals.deliver()  # default SIGTERM ends the process, through the caller's cleanup
     assert caught.value.code == 128 + signal.SIGTERM
+
+
+def test_a_ctrl_c_held_through_the_last_wait_is_acted_on_when_the_block_ends(own_handlers):
+    """The pool's loop ends when the last chunk is collected; a Ctrl-C recorded during that wait once vanished
+    and the build ran on to the end (exit 0)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredSignals():
+            os.kill(os.getpid(), signal.SIGINT)  # recorded; the block then ends without calling deliver()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_held_while_another_exception_unwinds_is_not_raised_over_it(own_handlers):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(ValueError):
+        with DeferredSignals():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise ValueError("the chunk failed")
