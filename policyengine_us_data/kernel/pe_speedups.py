@@ -167,7 +167,7 @@ def _unpatch_first_county(system) -> None:
 
 
 def install() -> bool:
-    """Patch the pinned-system cache once per process; True when the patch is active."""
+    """Patch the pinned-system cache and `first_county_in_state` once per process; True when active."""
     if _STATE["installed"]:
         return True
     try:
@@ -208,7 +208,7 @@ def shared_neutralised_system(system, variable: str):
 
 
 def uninstall() -> None:
-    """Restore policyengine-us's own cache (tests compare both)."""
+    """Restore policyengine-us's own cache and formula (tests compare both)."""
     if not _STATE["installed"]:
         return
     from policyengine_us.tools import pinned_tbs
