@@ -80,7 +80,9 @@ def _path_copy(node, paths: tuple[tuple[str, ...], ...], deep_clone: Callable):
     copies, and every other child is the original object (its parent stays the original node)."""
     if any(not path for path in paths):
         return deep_clone(node)
-    copied = object.__new__(type(node))
+    from policyengine_core.commons.misc import empty_clone  # how core's own clone() starts a node
+
+    copied = empty_clone(node)
     copied.__dict__ = node.__dict__.copy()
     copied.children = dict(node.children)
     copied._at_instant_cache = {}
@@ -141,12 +143,12 @@ def _first_county_by_state(original: Callable) -> Callable:
 
     def formula(household, period, parameters):
         states = np.asarray(household("state_code_str", period))
+        if not len(states):
+            return original(lambda *_: states, period, parameters)
         unique, inverse = np.unique(states, return_inverse=True)
         unseen = [state for state in unique.tolist() if state not in table]
         if unseen:
             table.update(zip(unseen, original(lambda *_: np.array(unseen), period, parameters)))
-        if not len(states):
-            return original(lambda *_: states, period, parameters)
         return np.array([table[state] for state in unique.tolist()], dtype=object)[inverse.reshape(-1)]
 
     formula.__wrapped__ = original

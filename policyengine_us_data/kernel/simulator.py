@@ -19,6 +19,7 @@ import numpy as np
 
 from policyengine_us_data.datasets.household_data import HouseholdData
 from policyengine_us_data.errors import InputError
+from policyengine_us_data.kernel import pe_speedups
 
 INCOME_TAX = "income_tax"
 
@@ -139,8 +140,6 @@ class PolicyEngineSimulator:
         from policyengine_us import Simulation
         from policyengine_us.system import system
 
-        from policyengine_us_data.kernel import pe_speedups
-
         pe_speedups.install()
         # The plain Simulation, not Microsimulation: we need unweighted arrays, and Microsimulation
         # wraps every intermediate result in a weighted pandas series (2.5x the CPU, same numbers).
@@ -220,8 +219,6 @@ class PolicyEngineSimulator:
 
     def _neutralised_system(self, variable: str):
         if variable not in self._reformed:  # frozen with the chunk's caches
-            from policyengine_us_data.kernel import pe_speedups
-
             shared = pe_speedups.shared_neutralised_system(self._system, variable)
             self._reformed[variable] = shared if shared is not None else neutralising_reform(variable)(self._system)
         return self._reformed[variable]
